@@ -1,0 +1,248 @@
+"""Training configuration.
+
+One flat dataclass, :class:`TrainConfig`, so that every CLI flag of
+``fastgan train`` maps 1:1 onto a field of the same name. Fields whose best
+value depends on the data (latent size, widths, resolution) default to
+``None`` and are resolved by :meth:`TrainConfig.resolved` once the dataset is
+known; the resolved config is what a run folder and every checkpoint store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, fields
+from typing import Any, Optional
+
+from .errors import ConfigError
+
+LOSSES = ("ns", "lsgan", "hinge", "wgan")
+MODES = ("eager", "compile", "graph", "fast")
+AMPS = ("none", "bf16", "fp16")
+RESOLUTIONS = (16, 32, 64, 128)
+AUGMENTS = ("color", "translation", "cutout", "flip", "rot90", "scale")
+BUILTIN_DATASETS = ("digits", "stacked_digits", "grid25", "ring8")
+POINT_DATASETS = ("grid25", "ring8")
+
+# Fields that fix the shapes of the networks and their optimiser state: a
+# checkpoint can only be resumed by a config that agrees on all of them.
+ARCH_FIELDS = (
+    "data", "resolution", "z_dim", "g_width", "d_width", "g_depth", "d_depth",
+    "conditional", "spectral_norm", "pack", "mbstd", "ema_decay", "loss",
+)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; every field has a default.
+
+    Args:
+        data: built-in dataset name (``digits``, ``stacked_digits``, ``grid25``,
+            ``ring8``) or a path to a folder of PNG/JPEG images.
+        out: run folder; rerunning on an existing run resumes it.
+        steps: number of generator updates to train for (in total, across resumes).
+        batch_size: images (or points) per batch for both D and G.
+        seed: seed of every random draw (init, data order, noise, augmentation).
+        resolution: image side in pixels (16, 32, 64 or 128); ``None`` picks
+            32 for built-in images and 64 for folders. Ignored for 2-D data.
+        z_dim: latent size; ``None`` picks 100 for images, 2 for 2-D data.
+        g_width: generator width (channels of its last hidden layer, or hidden
+            units of the MLP); ``None`` picks a default per data kind.
+        d_width: discriminator width, as ``g_width``.
+        g_depth: hidden layers of the MLP generator (2-D data only).
+        d_depth: hidden layers of the MLP discriminator (2-D data only).
+        loss: ``ns`` (non-saturating logistic / BCE), ``lsgan`` (least squares),
+            ``hinge`` or ``wgan`` (Wasserstein; use with ``gp_weight``).
+        gp_weight: WGAN gradient-penalty weight (0 = off).
+        r1_gamma: R1 penalty weight on real data (0 = off).
+        r1_every: apply R1 lazily every this many steps (scaled accordingly).
+        lr_g: generator Adam learning rate.
+        lr_d: discriminator Adam learning rate.
+        beta1: Adam beta1 for both optimisers.
+        beta2: Adam beta2 for both optimisers.
+        n_critic: discriminator updates per generator update.
+        ema_decay: decay of the generator's exponential moving average
+            (0 = no EMA).
+        augment: comma-separated differentiable augmentations applied to real
+            and fake images before D: color, translation, cutout, flip, rot90,
+            scale (empty = none).
+        augment_p: probability of applying each augmentation to each image.
+        conditional: class-conditional G and D (needs a labelled dataset).
+        spectral_norm: spectral normalisation in D (replaces its batch norm).
+        pack: PacGAN packing degree: D judges this many samples at once.
+        mbstd: minibatch standard-deviation feature in D.
+        log_every: steps between metric log lines (one host sync each).
+        sample_every: steps between sample grids (0 = only at the end).
+        ckpt_every: steps between checkpoints (0 = only at the end).
+        keep_ckpts: how many checkpoints to keep in the run folder.
+        eval_every: steps between metric evaluations during training (0 = off).
+        eval_metrics: comma-separated metrics for ``eval_every``.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+        mode: ``eager``, ``compile``, ``graph`` (whole step in a CUDA graph) or
+            ``fast`` (the quickest mode that works on the device).
+        amp: mixed precision: ``none``, ``bf16`` or ``fp16`` (with a scaler).
+        channels_last: use the channels_last memory format for images.
+        kernels: fused-kernel implementation for the models' ops:
+            ``auto``, ``triton`` or ``ref``.
+        progress: show a progress bar.
+    """
+
+    data: str = "digits"
+    out: str = "runs/fastgan"
+    steps: int = 2000
+    batch_size: int = 64
+    seed: int = 0
+    resolution: Optional[int] = None
+    z_dim: Optional[int] = None
+    g_width: Optional[int] = None
+    d_width: Optional[int] = None
+    g_depth: int = 3
+    d_depth: int = 3
+    loss: str = "ns"
+    gp_weight: float = 0.0
+    r1_gamma: float = 0.0
+    r1_every: int = 16
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    n_critic: int = 1
+    ema_decay: float = 0.999
+    augment: str = ""
+    augment_p: float = 1.0
+    conditional: bool = False
+    spectral_norm: bool = False
+    pack: int = 1
+    mbstd: bool = False
+    log_every: int = 50
+    sample_every: int = 500
+    ckpt_every: int = 1000
+    keep_ckpts: int = 2
+    eval_every: int = 0
+    eval_metrics: str = ""
+    device: str = "auto"
+    mode: str = "eager"
+    amp: str = "none"
+    channels_last: bool = False
+    kernels: str = "auto"
+    progress: bool = True
+
+    # ------------------------------------------------------------------ checks
+    def validate(self) -> "TrainConfig":
+        """Raise :class:`ConfigError` naming the first invalid value; return self."""
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ConfigError(msg)
+
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name in _POSITIVE_INTS:
+                need(isinstance(v, int) and not isinstance(v, bool) and v > 0,
+                     f"{f.name} must be a positive integer, got {v!r}")
+            if f.name in _NONNEG_INTS:
+                need(isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+                     f"{f.name} must be a non-negative integer, got {v!r}")
+            if f.name in _OPTIONAL_POSITIVE_INTS and v is not None:
+                need(isinstance(v, int) and not isinstance(v, bool) and v > 0,
+                     f"{f.name} must be a positive integer, got {v!r}")
+            if f.name in _NONNEG_FLOATS:
+                need(isinstance(v, (int, float)) and v >= 0 and v == v,
+                     f"{f.name} must be a non-negative number, got {v!r}")
+        need(self.loss in LOSSES, f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+        need(self.mode in MODES, f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        need(self.amp in AMPS, f"unknown amp {self.amp!r}; choose one of {', '.join(AMPS)}")
+        need(self.kernels in ("auto", "triton", "ref"),
+             f"unknown kernels {self.kernels!r}; choose one of auto, triton, ref")
+        need(self.resolution is None or self.resolution in RESOLUTIONS,
+             f"resolution {self.resolution} is not supported; choose one of "
+             f"{', '.join(map(str, RESOLUTIONS))}")
+        need(0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        need(0.0 <= self.augment_p <= 1.0, f"augment_p must be in [0, 1], got {self.augment_p}")
+        need(0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0,
+             f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
+        need(self.lr_g > 0 and self.lr_d > 0, f"lr_g and lr_d must be positive, got {self.lr_g}, {self.lr_d}")
+        for name in self.augment_list():
+            need(name in AUGMENTS, f"unknown augmentation {name!r}; choose from {', '.join(AUGMENTS)}")
+        need(self.batch_size % self.pack == 0,
+             f"batch_size ({self.batch_size}) must be a multiple of pack ({self.pack})")
+        need(isinstance(self.data, str) and self.data.strip() != "", "data must name a dataset or a folder")
+        need(isinstance(self.out, str) and self.out.strip() != "", "out must name a run folder")
+        need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+             f"unknown device {self.device!r}; use auto, cpu, cuda or cuda:N")
+        return self
+
+    # ------------------------------------------------------------------ helpers
+    def augment_list(self) -> list[str]:
+        """The augmentation policy as a list of names (empty when off)."""
+        return [a.strip() for a in self.augment.split(",") if a.strip()]
+
+    def is_points(self) -> bool:
+        """True for the built-in 2-D mixture datasets."""
+        return self.data in POINT_DATASETS
+
+    def resolved(self, *, points: Optional[bool] = None) -> "TrainConfig":
+        """A copy with every ``None`` replaced by its concrete default.
+
+        Args:
+            points: whether the data are 2-D points (default: from ``data``).
+        """
+        points = self.is_points() if points is None else points
+        c = dataclasses.replace(self)
+        if points:
+            c.z_dim = c.z_dim or 2
+            c.g_width = c.g_width or 128
+            c.d_width = c.d_width or 128
+        else:
+            builtin = c.data in BUILTIN_DATASETS
+            c.resolution = c.resolution or (32 if builtin else 64)
+            c.z_dim = c.z_dim or 100
+            c.g_width = c.g_width or (32 if builtin else 64)
+            c.d_width = c.d_width or (32 if builtin else 64)
+        return c
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a JSON-serialisable dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """Build a config from a dict, rejecting unknown keys with a clear error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
+        return cls(**d)
+
+    def arch_hash(self) -> str:
+        """Short hash of the fields that fix network shapes (stored in exports)."""
+        blob = json.dumps({k: getattr(self, k) for k in ARCH_FIELDS}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def config_hash(self) -> str:
+        """Short hash of the whole config, minus fields that do not change results."""
+        d = self.to_dict()
+        for k in ("out", "progress", "device"):
+            d.pop(k, None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    def incompatible_with(self, other: "TrainConfig") -> list[str]:
+        """Names of the architecture fields on which two configs disagree.
+
+        Besides :data:`ARCH_FIELDS`, turning a gradient penalty (``gp_weight``
+        or ``r1_gamma``) on or off changes D (it then has no batch norm).
+        """
+        diff = [k for k in ARCH_FIELDS if getattr(self, k) != getattr(other, k)]
+        if self._penalised() != other._penalised():
+            diff += [k for k in ("gp_weight", "r1_gamma") if getattr(self, k) != getattr(other, k)]
+        return diff
+
+    def _penalised(self) -> bool:
+        return self.gp_weight > 0 or self.r1_gamma > 0
+
+
+_POSITIVE_INTS = {"steps", "batch_size", "g_depth", "d_depth", "r1_every", "n_critic",
+                  "pack", "log_every", "keep_ckpts"}
+_NONNEG_INTS = {"seed", "sample_every", "ckpt_every", "eval_every"}
+_OPTIONAL_POSITIVE_INTS = {"resolution", "z_dim", "g_width", "d_width"}
+_NONNEG_FLOATS = {"gp_weight", "r1_gamma", "lr_g", "lr_d", "ema_decay", "augment_p"}
