@@ -1,0 +1,161 @@
+"""Differentiable augmentations for GAN training (DiffAugment / ADA style).
+
+The same augmentation is applied to real and generated images before D, and
+gradients flow through it into G. Every op draws a fixed number of random
+values per sample from the caller's ``torch.Generator``, picks the samples it
+changes with a per-sample Bernoulli(p) mask and selects with ``torch.where``:
+no Python branch on a random value, no shape that depends on data, no host
+sync, so a training step that calls :func:`augment` can be captured in a CUDA
+graph. Samples that are not picked come out bitwise unchanged.
+
+Ops (names as in ``TrainConfig.augment``):
+
+- ``color``: brightness (+U(-0.5, 0.5)), saturation (x U(0, 2)) and contrast
+  (x U(0.5, 1.5)), as in DiffAugment.
+- ``translation``: integer shift of up to 1/8 of each side, zero fill (gather).
+- ``cutout``: a square of half the side set to 0 at a random centre (mask).
+- ``flip``: horizontal flip.
+- ``rot90``: rotation by k * 90 degrees, k uniform in 0..3 (square images).
+- ``scale``: isotropic zoom by U(0.9, 1.1) about the centre (bilinear
+  ``grid_sample``, zero fill).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+from .config import AUGMENTS
+from .errors import ConfigError
+
+TRANSLATION_RATIO = 0.125   # largest shift, as a fraction of the side
+CUTOUT_RATIO = 0.5          # side of the cut-out square, as a fraction of the side
+SCALE_RANGE = (0.9, 1.1)    # zoom factors for "scale"
+
+
+def parse_policy(policy: Union[str, Sequence[str], None]) -> list[str]:
+    """Turn a policy into a list of op names, checking each one.
+
+    Args:
+        policy: comma-separated string (``"color,translation"``), a list of
+            names, or None / empty for no augmentation.
+
+    Returns:
+        The op names in the order they will be applied.
+    """
+    if policy is None:
+        return []
+    names = policy.split(",") if isinstance(policy, str) else list(policy)
+    names = [n.strip() for n in names if n and n.strip()]
+    for n in names:
+        if n not in AUGMENTS:
+            raise ConfigError(f"unknown augmentation {n!r}; choose from {', '.join(AUGMENTS)}")
+    return names
+
+
+def augment(x: torch.Tensor, policy: Union[str, Sequence[str], None],
+            p: Union[float, torch.Tensor],
+            generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Apply the augmentation ops of ``policy`` to a batch of images.
+
+    Args:
+        x: (B, C, H, W) float images (any range; [-1, 1] in fastgan).
+        policy: op names (see the module docstring), as a list or a
+            comma-separated string; applied in the given order.
+        p: probability that each op is applied to each sample; a Python
+            float, or a 0-dim tensor on x's device (e.g. an adaptive p that
+            changes without recapturing a graph).
+        generator: torch.Generator on x's device that every random draw uses
+            (None: the global RNG of that device).
+
+    Returns:
+        (B, C, H, W) augmented images; ``x`` itself when the policy is empty
+        or p is the number 0.
+    """
+    names = parse_policy(policy)
+    if not names or (not isinstance(p, torch.Tensor) and p == 0):
+        return x
+    if x.ndim != 4:
+        raise ValueError(f"augment expects (B, C, H, W) images, got shape {tuple(x.shape)}")
+    for name in names:
+        apply = _coin(x, p, generator)      # (B, 1, 1, 1) bool
+        if name == "color":
+            y = _color(x, generator)
+        elif name == "translation":
+            y = _translation(x, generator)
+        elif name == "cutout":
+            y = _cutout(x, generator)
+        elif name == "flip":
+            y = x.flip(3)
+        elif name == "rot90":
+            y = _rot90(x, generator)
+        else:  # scale
+            y = _scale(x, generator)
+        x = torch.where(apply, y, x)
+    return x
+
+
+def _coin(x: torch.Tensor, p: Union[float, torch.Tensor],
+          gen: Optional[torch.Generator]) -> torch.Tensor:
+    """Per-sample Bernoulli(p) mask, (B, 1, 1, 1) bool."""
+    u = torch.rand(x.shape[0], 1, 1, 1, generator=gen, device=x.device)
+    return u < p
+
+
+def _color(x: torch.Tensor, gen: Optional[torch.Generator]) -> torch.Tensor:
+    r = torch.rand(3, x.shape[0], 1, 1, 1, generator=gen, device=x.device, dtype=x.dtype)
+    y = x + (r[0] - 0.5)                                     # brightness
+    m = y.mean(dim=1, keepdim=True)                          # (B, 1, H, W)
+    y = (y - m) * (r[1] * 2) + m                             # saturation (no-op for 1 channel)
+    m = y.mean(dim=(1, 2, 3), keepdim=True)                  # (B, 1, 1, 1)
+    return (y - m) * (r[2] + 0.5) + m                        # contrast
+
+
+def _translation(x: torch.Tensor, gen: Optional[torch.Generator]) -> torch.Tensor:
+    b, _, h, w = x.shape
+    sh, sw = int(h * TRANSLATION_RATIO + 0.5), int(w * TRANSLATION_RATIO + 0.5)
+    ty = torch.randint(-sh, sh + 1, (b, 1, 1), generator=gen, device=x.device)
+    tx = torch.randint(-sw, sw + 1, (b, 1, 1), generator=gen, device=x.device)
+    # Output pixel (i, j) reads input (i - ty, j - tx) from a copy padded with one
+    # zero row/column on each side; indices outside the image land on the padding.
+    iy = (torch.arange(h, device=x.device).view(1, h, 1) - ty + 1).clamp(0, h + 1)   # (B, H, 1)
+    ix = (torch.arange(w, device=x.device).view(1, 1, w) - tx + 1).clamp(0, w + 1)   # (B, 1, W)
+    bi = torch.arange(b, device=x.device).view(b, 1, 1)                              # (B, 1, 1)
+    xp = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1)          # (B, H+2, W+2, C)
+    return xp[bi, iy, ix].permute(0, 3, 1, 2)                # (B, C, H, W)
+
+
+def _cutout(x: torch.Tensor, gen: Optional[torch.Generator]) -> torch.Tensor:
+    b, _, h, w = x.shape
+    ch, cw = int(h * CUTOUT_RATIO + 0.5), int(w * CUTOUT_RATIO + 0.5)
+    cy = torch.randint(0, h + (1 - ch % 2), (b, 1, 1, 1), generator=gen, device=x.device)
+    cx = torch.randint(0, w + (1 - cw % 2), (b, 1, 1, 1), generator=gen, device=x.device)
+    i = torch.arange(h, device=x.device).view(1, 1, h, 1)
+    j = torch.arange(w, device=x.device).view(1, 1, 1, w)
+    inside = ((i >= cy - ch // 2) & (i < cy - ch // 2 + ch)
+              & (j >= cx - cw // 2) & (j < cx - cw // 2 + cw))                  # (B, 1, H, W)
+    return torch.where(inside, torch.zeros((), dtype=x.dtype, device=x.device), x)
+
+
+def _rot90(x: torch.Tensor, gen: Optional[torch.Generator]) -> torch.Tensor:
+    if x.shape[2] != x.shape[3]:
+        raise ConfigError(f"rot90 needs square images, got {x.shape[2]}x{x.shape[3]}")
+    k = torch.randint(0, 4, (x.shape[0], 1, 1, 1), generator=gen, device=x.device)
+    y = x
+    for q in (1, 2, 3):
+        y = torch.where(k == q, torch.rot90(x, q, dims=(2, 3)), y)
+    return y
+
+
+def _scale(x: torch.Tensor, gen: Optional[torch.Generator]) -> torch.Tensor:
+    b = x.shape[0]
+    lo, hi = SCALE_RANGE
+    s = lo + (hi - lo) * torch.rand(b, generator=gen, device=x.device, dtype=torch.float32)
+    theta = torch.zeros(b, 2, 3, device=x.device, dtype=torch.float32)
+    theta[:, 0, 0] = 1.0 / s                 # output coordinate u reads input u / s: zoom by s
+    theta[:, 1, 1] = 1.0 / s
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)          # (B, H, W, 2)
+    return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="zeros",
+                         align_corners=False)

@@ -1,0 +1,421 @@
+"""Datasets: built-in sets, image folders, tensors and torch Datasets.
+
+Everything becomes a :class:`GanData` whose whole content lives on the
+training device before the first step: images as uint8 (N, C, H, W), labels as
+long (N,), and for the 2-D mixtures the mode centres. ``GanData.sample`` draws
+a batch with ``torch.randint`` on that device and converts it to float in
+[-1, 1]: no host sync and no data-dependent shape, so it can run inside a
+captured CUDA graph.
+
+Built-in sets:
+
+- ``digits``: scikit-learn's 1,797 handwritten 8x8 digits (labels 0..9),
+  bicubically upscaled, white digit on black, 1 channel.
+- ``stacked_digits``: 10,000 RGB images whose channels are three random
+  digits (1,000 modes; label 100a + 10b + c), drawn from ``seed``.
+- ``grid25``: 2-D mixture of 25 Gaussians at {-4, -2, 0, 2, 4}^2, std 0.05.
+- ``ring8``: 2-D mixture of 8 Gaussians on the unit circle, std 0.01.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import BUILTIN_DATASETS, RESOLUTIONS
+from .errors import ConfigError, DataError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+STACKED_DIGITS_SIZE = 10_000
+POINTS_NOMINAL_SIZE = 10_000     # len() of a 2-D mixture (it is sampled fresh every batch)
+PROGRESS_MIN_IMAGES = 300        # show a progress bar when loading more images than this
+DEFAULT_BUILTIN_RESOLUTION = 32
+DEFAULT_FOLDER_RESOLUTION = 64
+
+
+class GanData:
+    """A dataset held on the training device, ready to be sampled.
+
+    Attributes:
+        kind: ``"image"`` or ``"points"``.
+        name: short name (built-in name, folder name, ``"tensor"``, ``"dataset"``).
+        images: (N, C, H, W) uint8 on ``device`` (None for points).
+        labels: (N,) long on ``device``, or None (always None for points,
+            whose labels are the mode index drawn by :meth:`sample`).
+        num_classes: number of classes (0 = unlabelled).
+        channels: image channels, 1 or 3 (None for points).
+        resolution: image side in pixels (None for points).
+        modes: (K, 2) float32 mixture centres for points (None for images).
+        mode_std: standard deviation of each mixture component (0.0 for images).
+        skipped: image files skipped because they could not be read.
+        class_names: label names of a labelled folder (index = label), else None.
+        device: where everything lives.
+
+    Args:
+        kind: ``"image"`` or ``"points"``.
+        name: short name.
+        device: torch device of every tensor.
+        images: (N, C, H, W) uint8 images (image data).
+        labels: (N,) integer labels or None.
+        num_classes: class count (0 = unlabelled).
+        modes: (K, 2) mixture centres (point data).
+        mode_std: mixture component std (point data).
+        skipped: unreadable files skipped while loading.
+        class_names: label names, or None.
+    """
+
+    def __init__(self, kind: str, name: str, device: Union[str, torch.device] = "cpu", *,
+                 images: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
+                 num_classes: int = 0, modes: Optional[torch.Tensor] = None, mode_std: float = 0.0,
+                 skipped: int = 0, class_names: Optional[list[str]] = None):
+        self.kind, self.name, self.device = kind, name, torch.device(device)
+        self.images = images.to(self.device) if images is not None else None
+        self.labels = labels.to(self.device, torch.long) if labels is not None else None
+        self.num_classes, self.skipped, self.class_names = num_classes, skipped, class_names
+        self.modes = modes.to(self.device, torch.float32) if modes is not None else None
+        self.mode_std = float(mode_std)
+        if kind == "image":
+            self.channels, self.resolution = int(self.images.shape[1]), int(self.images.shape[2])
+        else:
+            self.channels, self.resolution = None, None
+
+    def __len__(self) -> int:
+        """Number of images (a nominal size for the endless 2-D mixtures)."""
+        return int(self.images.shape[0]) if self.images is not None else POINTS_NOMINAL_SIZE
+
+    def __repr__(self) -> str:
+        if self.kind == "points":
+            return f"GanData(points {self.name!r}: {len(self.modes)} modes, std {self.mode_std})"
+        return (f"GanData(images {self.name!r}: {len(self)} x {self.channels}x{self.resolution}x"
+                f"{self.resolution}, {self.num_classes} classes, on {self.device})")
+
+    def sample(self, batch_size: int,
+               generator: Optional[torch.Generator] = None
+               ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Draw a batch uniformly with replacement (capturable: no host sync).
+
+        Args:
+            batch_size: samples to draw.
+            generator: torch.Generator on ``self.device`` (None: the global RNG).
+
+        Returns:
+            (x, labels): x float32 (B, C, H, W) in [-1, 1] or (B, 2) points;
+            labels (B,) long, or None for unlabelled images.
+        """
+        if self.kind == "points":
+            k = torch.randint(0, self.modes.shape[0], (batch_size,), generator=generator,
+                              device=self.device)                                   # (B,)
+            noise = torch.randn(batch_size, 2, generator=generator, device=self.device)
+            return self.modes[k] + self.mode_std * noise, k                         # (B, 2), (B,)
+        idx = torch.randint(0, self.images.shape[0], (batch_size,), generator=generator,
+                            device=self.device)                                     # (B,)
+        x = self.images[idx].to(torch.float32).div_(127.5).sub_(1.0)               # (B, C, H, W)
+        return x, (self.labels[idx] if self.labels is not None else None)
+
+
+def load_data(spec: Any, resolution: Optional[int] = None, device: Union[str, torch.device] = "cpu",
+              seed: int = 0, labels: Optional[torch.Tensor] = None) -> GanData:
+    """Load a dataset onto ``device``.
+
+    Args:
+        spec: a built-in name (``digits``, ``stacked_digits``, ``grid25``,
+            ``ring8``), a folder of .png/.jpg/.jpeg images (searched
+            recursively; labels from the sub-folder names when the images sit in
+            two or more sub-folders), a tensor or numpy array (N, C, H, W) (or
+            (N, H, W)) of uint8 or float in [-1, 1], or a torch Dataset yielding
+            such images (C, H, W) or (image, label) pairs.
+        resolution: image side (16, 32, 64 or 128); None keeps a tensor's size
+            and picks 32 for built-in images and 64 for folders. Ignored for points.
+        device: where the data are stored and sampled.
+        seed: seed of the generated built-in sets (``stacked_digits``).
+        labels: (N,) integer labels for a tensor ``spec`` (optional).
+
+    Returns:
+        The :class:`GanData`.
+    """
+    if resolution is not None and resolution not in RESOLUTIONS:
+        raise ConfigError(f"resolution {resolution} is not supported; choose one of "
+                          f"{', '.join(map(str, RESOLUTIONS))}")
+    if isinstance(spec, GanData):
+        return spec
+    if isinstance(spec, np.ndarray):
+        spec = torch.from_numpy(spec)
+    if isinstance(spec, torch.Tensor):
+        return _from_tensor(spec, labels, resolution, device, "tensor")
+    if isinstance(spec, torch.utils.data.Dataset):
+        return _from_dataset(spec, resolution, device)
+    if not isinstance(spec, (str, os.PathLike)):
+        raise DataError(f"cannot load data from a {type(spec).__name__}; pass a dataset name, a "
+                        "folder, a tensor or a torch Dataset")
+    s = os.fspath(spec)
+    if not s.strip():
+        raise DataError("data must name a built-in dataset or a folder, got an empty string")
+    if s in ("grid25", "ring8"):
+        return _mixture(s, device)
+    if s == "digits":
+        images, y = _digits(resolution or DEFAULT_BUILTIN_RESOLUTION)
+        return GanData("image", "digits", device, images=images, labels=y, num_classes=10)
+    if s == "stacked_digits":
+        images, y = _stacked_digits(resolution or DEFAULT_BUILTIN_RESOLUTION, seed)
+        return GanData("image", "stacked_digits", device, images=images, labels=y, num_classes=1000)
+    return _from_folder(s, resolution or DEFAULT_FOLDER_RESOLUTION, device)
+
+
+# ---------------------------------------------------------------- built-in sets
+def _mixture(name: str, device: Union[str, torch.device]) -> GanData:
+    if name == "grid25":
+        v = torch.tensor([-4.0, -2.0, 0.0, 2.0, 4.0])
+        modes = torch.cartesian_prod(v, v)                                   # (25, 2)
+        std = 0.05
+    else:
+        a = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
+        modes = torch.stack([a.cos(), a.sin()], dim=1).float()               # (8, 2)
+        std = 0.01
+    return GanData("points", name, device, modes=modes, mode_std=std, num_classes=modes.shape[0])
+
+
+def _digits(resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn digits as (1797, 1, R, R) uint8 (white on black) and (1797,) labels."""
+    from sklearn.datasets import load_digits   # imported here: keeps `import fastgan` light
+
+    d = load_digits()
+    x = torch.from_numpy(d.images).float()[:, None] / 16.0                   # (1797, 1, 8, 8) in [0, 1]
+    # Bicubic is visibly sharper than bilinear at 32 px; its overshoot is clipped below.
+    x = F.interpolate(x, size=(resolution, resolution), mode="bicubic", align_corners=False)
+    images = (x * 255).round().clamp(0, 255).to(torch.uint8)                # (1797, 1, R, R)
+    return images, torch.from_numpy(d.target).long()
+
+
+def _stacked_digits(resolution: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Three random digits as the R, G, B channels: (10000, 3, R, R) uint8, labels 100a+10b+c."""
+    digits, y = _digits(resolution)
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, digits.shape[0], (STACKED_DIGITS_SIZE, 3), generator=g)   # (N, 3)
+    images = digits[idx.reshape(-1)].reshape(STACKED_DIGITS_SIZE, 3, resolution, resolution)
+    labels = (y[idx] * torch.tensor([100, 10, 1])).sum(dim=1)                          # (N,)
+    return images, labels
+
+
+# ------------------------------------------------------------ tensors, Datasets
+def _from_tensor(x: torch.Tensor, labels: Optional[Any], resolution: Optional[int],
+                 device: Union[str, torch.device], name: str) -> GanData:
+    if x.ndim == 3:
+        x = x[:, None]                                                       # (N, 1, H, W)
+    if x.ndim != 4:
+        raise DataError(f"image tensor must have shape (N, C, H, W), got {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise DataError("image tensor holds no images (N = 0)")
+    if x.shape[1] not in (1, 3):
+        hint = " (channels last? permute to (N, C, H, W))" if x.shape[-1] in (1, 3) else ""
+        raise DataError(f"images must have 1 or 3 channels, got shape {tuple(x.shape)}{hint}")
+    x = _to_uint8(x)
+    h, w = x.shape[2], x.shape[3]
+    target = resolution or (h if h == w and h in RESOLUTIONS else None)
+    if target is None:
+        raise DataError(f"images are {h}x{w}; pass resolution (one of "
+                        f"{', '.join(map(str, RESOLUTIONS))}) to crop and resize them")
+    x = _fit(x, target)
+    y, num_classes = _check_labels(labels, x.shape[0])
+    return GanData("image", name, device, images=x, labels=y, num_classes=num_classes)
+
+
+def _to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """uint8 stays; float in [-1, 1] becomes round((x + 1) * 127.5); anything else is refused."""
+    if x.dtype == torch.uint8:
+        return x
+    if not x.is_floating_point():
+        raise DataError(f"images must be uint8 or float in [-1, 1], got dtype {x.dtype}")
+    lo, hi = float(x.min()), float(x.max())
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo < -1.0 - 1e-4 or hi > 1.0 + 1e-4:
+        raise DataError(f"float images must lie in [-1, 1], got values in [{lo:.4g}, {hi:.4g}]")
+    if lo >= 0.0 and hi > 0.0:
+        warnings.warn("float images lie in [0, 1]; fastgan reads floats as [-1, 1] "
+                      "(pass x * 2 - 1 if they are [0, 1] images)", stacklevel=3)
+    return ((x.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def _fit(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Centre-crop uint8 (N, C, H, W) to a square and resize it to size x size (antialiased)."""
+    h, w = x.shape[2], x.shape[3]
+    if h == w == size:
+        return x
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    x = x[:, :, top:top + s, left:left + s]
+    if s == size:
+        return x.contiguous()
+    out = torch.empty(x.shape[0], x.shape[1], size, size, dtype=torch.uint8)
+    for i in range(0, x.shape[0], 1024):            # in chunks: bounded float32 memory
+        xf = x[i:i + 1024].float()
+        xf = F.interpolate(xf, size=(size, size), mode="bicubic", align_corners=False,
+                           antialias=True)
+        out[i:i + 1024] = xf.round().clamp(0, 255).to(torch.uint8)
+    return out
+
+
+def _check_labels(labels: Optional[Any], n: int) -> tuple[Optional[torch.Tensor], int]:
+    if labels is None:
+        return None, 0
+    y = torch.as_tensor(labels)
+    if y.shape != (n,) or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise DataError(f"labels must be {n} integers (one per image), got {y.dtype} "
+                        f"with shape {tuple(y.shape)}")
+    if y.numel() and int(y.min()) < 0:
+        raise DataError(f"labels must be non-negative class indices, got minimum {int(y.min())}")
+    return y.long(), int(y.max()) + 1
+
+
+def _from_dataset(ds: torch.utils.data.Dataset, resolution: Optional[int],
+                  device: Union[str, torch.device]) -> GanData:
+    from tqdm.auto import tqdm
+
+    if isinstance(ds, torch.utils.data.IterableDataset):
+        items, total = iter(ds), None
+    else:
+        try:
+            total = len(ds)
+        except TypeError:
+            raise DataError("the Dataset has no len(); pass an IterableDataset or a tensor") from None
+        items = (ds[i] for i in range(total))
+    images: list[torch.Tensor] = []
+    labels: list[int] = []
+    for item in tqdm(items, total=total, desc="reading dataset", unit="img",
+                     disable=total is not None and total <= PROGRESS_MIN_IMAGES):
+        has_label = isinstance(item, (tuple, list))
+        img = item[0] if has_label else item
+        if images and has_label != bool(labels):
+            raise DataError("the Dataset yields (image, label) for some items and bare images for others")
+        images.append(_item_to_tensor(img))
+        if has_label:
+            labels.append(int(item[1]))
+    if not images:
+        raise DataError("the Dataset is empty")
+    shapes = {tuple(t.shape) for t in images}
+    dtypes = {t.dtype for t in images}
+    if len(shapes) > 1 or len(dtypes) > 1:
+        raise DataError(f"Dataset images must share one shape and dtype, got shapes "
+                        f"{sorted(shapes)[:3]} and dtypes {sorted(map(str, dtypes))}")
+    x = torch.stack(images)
+    return _from_tensor(x, torch.tensor(labels) if labels else None, resolution, device, "dataset")
+
+
+def _item_to_tensor(img: Any) -> torch.Tensor:
+    """A Dataset item as a (C, H, W) or (H, W) tensor; PIL images become uint8 (C, H, W)."""
+    from PIL import Image
+
+    if isinstance(img, Image.Image):
+        img = img.convert("RGB" if img.mode not in ("L", "1", "I", "I;16", "F", "LA") else "L")
+        a = torch.from_numpy(np.array(img))
+        return a.permute(2, 0, 1) if a.ndim == 3 else a
+    if isinstance(img, np.ndarray):
+        img = torch.from_numpy(img)
+    if not isinstance(img, torch.Tensor):
+        raise DataError(f"Dataset items must be images (tensor, array or PIL image), got "
+                        f"{type(img).__name__}")
+    return img
+
+
+# ------------------------------------------------------------------ image folders
+def _looks_like_path(s: str) -> bool:
+    seps = [os.sep] + ([os.altsep] if os.altsep else [])
+    return any(c in s for c in seps) or s.startswith((".", "~")) or s.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _from_folder(spec: str, resolution: int, device: Union[str, torch.device]) -> GanData:
+    from tqdm.auto import tqdm
+
+    root = Path(spec).expanduser()
+    if not root.exists():
+        if _looks_like_path(spec):
+            raise DataError(f"folder '{spec}' does not exist")
+        raise DataError(f"unknown dataset '{spec}': not a built-in ({', '.join(BUILTIN_DATASETS)}) "
+                        "and no folder of that name exists")
+    if not root.is_dir():
+        raise DataError(f"'{spec}' is not a folder (pass a folder of .png/.jpg/.jpeg images)")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    if not files:
+        raise DataError(f"no images found in folder '{spec}' (looked for .png, .jpg, .jpeg "
+                        "recursively)")
+    class_names, file_labels = _folder_labels(root, files)
+
+    n = len(files)
+    pixels = np.empty((n, resolution, resolution, 3), dtype=np.uint8)
+    ok = np.zeros(n, dtype=bool)
+    grey = np.zeros(n, dtype=bool)
+    first_error = None
+    # PIL releases the GIL while decoding and resampling, so threads overlap files.
+    workers = max(1, min(8, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(lambda f: _read_image(f, resolution), files)
+        for i, (arr, err) in enumerate(tqdm(results, total=n, desc=f"loading {root.name}",
+                                            unit="img", disable=n <= PROGRESS_MIN_IMAGES)):
+            if arr is None:
+                first_error = first_error or f"'{files[i].relative_to(root)}': {err}"
+                continue
+            pixels[i] = arr                    # (R, R, 1) broadcasts over RGB
+            ok[i], grey[i] = True, arr.shape[2] == 1 or _equal_channels(arr)
+    skipped = int(n - ok.sum())
+    if skipped == n:
+        raise DataError(f"none of the {n} image files in folder '{spec}' could be read "
+                        f"(first: {first_error})")
+    if skipped:
+        warnings.warn(f"skipped {skipped} of {n} image files in folder '{spec}' that could not be "
+                      f"read (first: {first_error})", stacklevel=3)
+        pixels = pixels[ok]
+    if grey[ok].all():
+        pixels = pixels[..., :1]               # every image is greyscale: keep one channel
+    images = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).contiguous()
+    labels = torch.tensor(file_labels)[torch.from_numpy(ok)] if class_names else None
+    return GanData("image", root.name or spec, device, images=images, labels=labels,
+                   num_classes=len(class_names) if class_names else 0, skipped=skipped,
+                   class_names=class_names)
+
+
+def _folder_labels(root: Path, files: Sequence[Path]) -> tuple[Optional[list[str]], list[int]]:
+    """Class names and per-file labels from the first sub-folder under root.
+
+    A folder is labelled only when every image sits in a sub-folder and there
+    are at least two of them; otherwise (None, []).
+    """
+    tops = [f.relative_to(root).parts for f in files]
+    if any(len(t) < 2 for t in tops):
+        return None, []
+    names = sorted({t[0] for t in tops})
+    if len(names) < 2:
+        return None, []
+    index = {name: i for i, name in enumerate(names)}
+    return names, [index[t[0]] for t in tops]
+
+
+def _read_image(path: Path, resolution: int) -> tuple[Optional[np.ndarray], Optional[str]]:
+    """Decode, resize the shorter side (LANCZOS), centre-crop: (R, R, 1|3) uint8 or (None, why)."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as im:
+            im.draft(None, (2 * resolution, 2 * resolution))   # JPEG: decode at reduced size
+            im = ImageOps.exif_transpose(im)
+            im = im.convert("L" if im.mode in ("L", "LA", "1", "I", "I;16", "F") else "RGB")
+            w, h = im.size
+            s = resolution / min(w, h)
+            nw, nh = max(resolution, round(w * s)), max(resolution, round(h * s))
+            im = im.resize((nw, nh), Image.Resampling.LANCZOS, reducing_gap=3.0)
+            left, top = (nw - resolution) // 2, (nh - resolution) // 2
+            im = im.crop((left, top, left + resolution, top + resolution))
+            arr = np.asarray(im, dtype=np.uint8)
+    except Exception as e:   # any decoding failure: the file is skipped and counted
+        return None, f"{type(e).__name__}: {e}"
+    return (arr[..., None] if arr.ndim == 2 else arr), None
+
+
+def _equal_channels(arr: np.ndarray) -> bool:
+    """True for an RGB array whose three channels are identical (grey content)."""
+    return bool((arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all())

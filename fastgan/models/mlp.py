@@ -1,0 +1,141 @@
+"""MLP generator and discriminator for 2-D point data (grid25, ring8, ...).
+
+Bias and activation of every hidden layer go through fastgan.kernels' BiasAct
+(ReLU in G, LeakyReLU 0.2 in D); the generator's output layer is linear.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from fastgan.kernels import BiasAct
+
+from .common import (check_labels, dcgan_init_, first_of_pack, maybe_spectral_norm, minibatch_stddev,
+                     pack_samples)
+
+
+def _check_sizes(width: int, depth: int, num_classes: int) -> None:
+    if width < 1 or depth < 1 or num_classes < 0:
+        raise ValueError(f"need width >= 1, depth >= 1, num_classes >= 0; got {width}, {depth}, "
+                         f"{num_classes}")
+
+
+class MLPGenerator(nn.Module):
+    """MLP generator: z (and a label embedding) -> point.
+
+    Args:
+        z_dim: latent size.
+        out_dim: size of each generated point (2 for the built-in data).
+        width: hidden units per layer.
+        depth: number of hidden layers (Linear + bias + ReLU).
+        num_classes: 0 for unconditional; otherwise the label is embedded and
+            concatenated to z.
+        embed_dim: size of the label embedding (conditional only).
+    """
+
+    def __init__(self, z_dim: int = 2, out_dim: int = 2, width: int = 128, depth: int = 3,
+                 num_classes: int = 0, embed_dim: int = 32):
+        super().__init__()
+        _check_sizes(width, depth, num_classes)
+        self.z_dim, self.out_dim, self.width, self.depth = z_dim, out_dim, width, depth
+        self.num_classes, self.embed_dim = num_classes, embed_dim
+        self.out_shape = (out_dim,)
+        self.value_range = None
+        self.embed = nn.Embedding(num_classes, embed_dim) if num_classes > 0 else None
+        d = z_dim + (embed_dim if num_classes > 0 else 0)
+        layers: list[nn.Module] = []
+        for _ in range(depth):
+            layers += [nn.Linear(d, width, bias=False), BiasAct(width, act="relu", dim=1)]
+            d = width
+        self.hidden = nn.Sequential(*layers)
+        self.out = nn.Linear(d, out_dim)
+        dcgan_init_(self, embed_std=1.0)
+
+    def arch_config(self) -> dict:
+        """Constructor kwargs that rebuild this network: ``type(G)(**G.arch_config())``."""
+        return dict(z_dim=self.z_dim, out_dim=self.out_dim, width=self.width, depth=self.depth,
+                    num_classes=self.num_classes, embed_dim=self.embed_dim)
+
+    def forward(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Generate points.
+
+        Args:
+            z: (B, z_dim) latents.
+            labels: (B,) long class indices; required when num_classes > 0,
+                ignored otherwise.
+
+        Returns:
+            (B, out_dim) points (unbounded).
+        """
+        check_labels(labels, self.num_classes, type(self).__name__)
+        h = z.reshape(z.shape[0], -1)                                   # (B, z_dim)
+        if self.embed is not None:
+            h = torch.cat([h, self.embed(labels).to(h.dtype)], dim=1)   # (B, z_dim + embed_dim)
+        return self.out(self.hidden(h))                                 # (B, out_dim)
+
+
+class MLPDiscriminator(nn.Module):
+    """MLP discriminator: point -> one logit per (packed) sample.
+
+    Args:
+        in_dim: size of each input point.
+        width: hidden units per layer.
+        depth: number of hidden layers (Linear + bias + LeakyReLU 0.2).
+        num_classes: 0 for unconditional; otherwise a projection term
+            <embed(y), h> on the last hidden features is added to the logit.
+        spectral_norm: spectral normalisation on every linear/embedding layer.
+        pack: PacGAN degree: (B, in_dim) is judged as (B / pack, pack * in_dim).
+        mbstd: append the minibatch standard-deviation feature before the output layer.
+    """
+
+    def __init__(self, in_dim: int = 2, width: int = 128, depth: int = 3, num_classes: int = 0,
+                 spectral_norm: bool = False, pack: int = 1, mbstd: bool = False):
+        super().__init__()
+        _check_sizes(width, depth, num_classes)
+        if pack < 1:
+            raise ValueError(f"pack must be >= 1, got {pack}")
+        self.in_dim, self.width, self.depth, self.num_classes = in_dim, width, depth, num_classes
+        self.spectral_norm, self.pack, self.mbstd = spectral_norm, pack, mbstd
+        d = pack * in_dim
+        layers: list[nn.Module] = []
+        for _ in range(depth):
+            layers += [nn.Linear(d, width, bias=False), BiasAct(width, act="lrelu", alpha=0.2, dim=1)]
+            d = width
+        self.hidden = nn.Sequential(*layers)
+        self.out = nn.Linear(d + int(mbstd), 1)
+        self.embed = nn.Embedding(num_classes, d) if num_classes > 0 else None
+        dcgan_init_(self)
+        for m in list(self.modules()):
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                maybe_spectral_norm(m, spectral_norm)
+
+    def arch_config(self) -> dict:
+        """Constructor kwargs that rebuild this network: ``type(D)(**D.arch_config())``."""
+        return dict(in_dim=self.in_dim, width=self.width, depth=self.depth,
+                    num_classes=self.num_classes, spectral_norm=self.spectral_norm, pack=self.pack,
+                    mbstd=self.mbstd)
+
+    def forward(self, x: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Score points.
+
+        Args:
+            x: (B, in_dim) points; B a multiple of pack.
+            labels: (B,) long class indices; required when num_classes > 0,
+                ignored otherwise. Each pack uses the label of its first sample.
+
+        Returns:
+            (B // pack,) float logits.
+        """
+        check_labels(labels, self.num_classes, type(self).__name__)
+        h = self.hidden(pack_samples(x, self.pack))        # (B', width), B' = B / pack
+        feat = h
+        if self.mbstd:
+            h = minibatch_stddev(h)                         # (B', width + 1)
+        logit = self.out(h).squeeze(1)                      # (B',)
+        if self.embed is not None:
+            y = first_of_pack(labels, self.pack)            # (B',)
+            logit = logit + (self.embed(y) * feat).sum(dim=1)
+        return logit.float()
