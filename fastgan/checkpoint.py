@@ -1,0 +1,214 @@
+"""Atomic, resumable checkpoints.
+
+A checkpoint is a folder ``RUN/checkpoints/step_XXXXXXXX/`` holding
+
+- ``models.safetensors``: the weights and buffers of G, D and the EMA
+  generator (keys prefixed ``G.``, ``D.``, ``G_ema.``), with metadata (fastgan
+  version, step, the resolved config, generator class and constructor kwargs);
+- ``state.pt``: optimiser states, random-generator states, step counter and
+  loss buffer, read back with ``torch.load(weights_only=True)``, so loading a
+  checkpoint never executes pickled code.
+
+Writes go to a hidden temporary folder, every file is fsynced, and the folder
+is renamed into place (an atomic operation on POSIX file systems) and the
+parent folder fsynced. A kill at any moment therefore leaves either the new
+complete checkpoint or none, and the previous one stays readable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from .errors import CheckpointError
+
+CKPT_DIR = "checkpoints"
+MODELS_FILE = "models.safetensors"
+STATE_FILE = "state.pt"
+FORMAT = "fastgan-checkpoint-1"
+_STEP_RE = re.compile(r"^step_(\d{8,})$")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _module_tensors(prefix: str, module: Optional[torch.nn.Module]) -> dict[str, torch.Tensor]:
+    if module is None:
+        return {}
+    return {f"{prefix}.{k}": v.detach().to("cpu", copy=True).contiguous()
+            for k, v in module.state_dict().items()}
+
+
+def checkpoint_dirs(run_dir: os.PathLike | str) -> list[Path]:
+    """Complete checkpoint folders of a run, oldest first."""
+    root = Path(run_dir) / CKPT_DIR
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_RE.match(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(run_dir: os.PathLike | str) -> Optional[Path]:
+    """The newest complete checkpoint folder of a run, or ``None``."""
+    dirs = checkpoint_dirs(run_dir)
+    return dirs[-1] if dirs else None
+
+
+def save_checkpoint(run_dir: os.PathLike | str, step: int, *, G: torch.nn.Module, D: torch.nn.Module,
+                    G_ema: Optional[torch.nn.Module], state: dict[str, Any], metadata: dict[str, str],
+                    keep: int = 2) -> Path:
+    """Write a checkpoint atomically and prune old ones.
+
+    Args:
+        run_dir: the run folder.
+        step: training step the checkpoint holds (its folder name).
+        G: generator.
+        D: discriminator.
+        G_ema: EMA generator, or ``None``.
+        state: optimiser/RNG/step state; tensors, numbers, strings, lists and dicts only.
+        metadata: string metadata stored in the safetensors header.
+        keep: how many checkpoints to keep (the oldest beyond it are deleted).
+
+    Returns:
+        The folder of the new checkpoint.
+    """
+    from safetensors.torch import save_file
+
+    root = Path(run_dir) / CKPT_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step:08d}"
+    tmp = root / f".tmp-step_{step:08d}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        tensors = {**_module_tensors("G", G), **_module_tensors("D", D), **_module_tensors("G_ema", G_ema)}
+        meta = {"format": FORMAT, "step": str(step), **metadata}
+        save_file(tensors, str(tmp / MODELS_FILE), metadata=meta)
+        torch.save(state, tmp / STATE_FILE)
+        for name in (MODELS_FILE, STATE_FILE):
+            _fsync_file(tmp / name)
+        _fsync_dir(tmp)
+        if final.exists():  # the same step saved twice: swap the old one out first
+            old = root / f".old-step_{step:08d}-{os.getpid()}"
+            os.rename(final, old)
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+        _fsync_dir(root)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    for old in checkpoint_dirs(run_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def clean_stale_temporaries(run_dir: os.PathLike | str) -> None:
+    """Remove half-written checkpoint folders left by a killed process."""
+    root = Path(run_dir) / CKPT_DIR
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.name.startswith((".tmp-", ".old-")) and p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def read_models(path: os.PathLike | str) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, str]]:
+    """Read a checkpoint's weights, split per network, and its metadata.
+
+    Args:
+        path: a checkpoint folder or its ``models.safetensors`` file.
+
+    Returns:
+        ``({"G": state_dict, "D": ..., "G_ema": ...}, metadata)``.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    p = Path(path)
+    f = p / MODELS_FILE if p.is_dir() else p
+    if not f.is_file():
+        raise CheckpointError(f"no checkpoint weights at '{f}'")
+    try:
+        with safe_open(str(f), framework="pt") as h:
+            meta = dict(h.metadata() or {})
+        flat = load_file(str(f))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"'{f}' is not a readable fastgan checkpoint ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else 'unreadable'})") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"'{f}' is a safetensors file but not a fastgan checkpoint "
+                              f"(format {meta.get('format')!r}, expected {FORMAT!r})")
+    nets: dict[str, dict[str, torch.Tensor]] = {}
+    for k, v in flat.items():
+        net, _, key = k.partition(".")
+        nets.setdefault(net, {})[key] = v
+    return nets, meta
+
+
+def read_state(ckpt_dir: os.PathLike | str) -> dict[str, Any]:
+    """Read a checkpoint's training state with ``torch.load(weights_only=True)``.
+
+    Args:
+        ckpt_dir: a checkpoint folder.
+    """
+    f = Path(ckpt_dir) / STATE_FILE
+    if not f.is_file():
+        raise CheckpointError(f"checkpoint '{ckpt_dir}' has no {STATE_FILE}")
+    try:
+        state = torch.load(f, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for a file that is not a checkpoint
+        raise CheckpointError(f"'{f}' is not a readable fastgan training state ({type(e).__name__})") from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise CheckpointError(f"'{f}' is not a fastgan training state (no step counter)")
+    return state
+
+
+def read_run_config(run_dir: os.PathLike | str) -> Optional[dict[str, Any]]:
+    """The ``config.json`` of a run folder as a dict, or ``None`` when absent."""
+    f = Path(run_dir) / "config.json"
+    if not f.is_file():
+        return None
+    try:
+        return json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"'{f}' is not valid JSON ({e.msg if hasattr(e, 'msg') else e})") from None
+
+
+def load_module_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor], what: str) -> None:
+    """Load a state dict into a module, turning shape mismatches into one-line errors.
+
+    Args:
+        module: destination network.
+        weights: its state dict from a checkpoint.
+        what: name used in error messages (``generator``, ``discriminator``, ...).
+    """
+    own = module.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(f"checkpoint {what} does not match this config: "
+                              f"{len(missing)} missing and {len(unexpected)} unexpected tensors "
+                              f"(e.g. {(missing or unexpected)[0]!r})")
+    for k, v in own.items():
+        if tuple(v.shape) != tuple(weights[k].shape):
+            raise CheckpointError(f"checkpoint {what} does not match this config: {k!r} has shape "
+                                  f"{tuple(weights[k].shape)}, expected {tuple(v.shape)}")
+    module.load_state_dict(weights)

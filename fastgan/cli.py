@@ -1,0 +1,212 @@
+"""The ``fastgan`` command line: train, sample, export, eval, bench.
+
+``fastgan train`` flags map 1:1 onto :class:`fastgan.TrainConfig` fields (same
+names, ``--flag/--no-flag`` for booleans). Running ``fastgan train --out RUN``
+on an existing run continues it: the run's saved config is the base and only
+the flags given on the command line change it.
+
+Errors a user can cause are printed as one line (``fastgan: error: ...``) with
+exit status 2; Ctrl-C during training saves a checkpoint first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import sys
+import typing
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .config import TrainConfig
+from .errors import ConfigError, FastGANError
+
+
+def _field_help() -> dict[str, str]:
+    """Per-field help text, taken from the ``Args:`` section of TrainConfig's docstring."""
+    doc = TrainConfig.__doc__ or ""
+    helps: dict[str, str] = {}
+    current = None
+    for line in doc.splitlines():
+        m = re.match(r"^\s{8}(\w+): (.*)$", line)
+        if m:
+            current = m.group(1)
+            helps[current] = m.group(2).strip()
+        elif current and line.startswith(" " * 12):
+            helps[current] += " " + line.strip()
+    return helps
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    hints = typing.get_type_hints(TrainConfig)
+    helps = _field_help()
+    defaults = TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        t = hints[f.name]
+        base = typing.get_args(t)[0] if typing.get_origin(t) is typing.Union else t
+        d = getattr(defaults, f.name)
+        h = f"{helps.get(f.name, '')} (default: {'auto' if d is None else d})".replace("%", "%%")
+        if base is bool:
+            p.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=h)
+        else:
+            p.add_argument(f"--{f.name}", type=base, default=argparse.SUPPRESS, metavar=f.name.upper(), help=h)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``fastgan`` command."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="fastgan", description="Train, sample, export, evaluate and benchmark GANs.")
+    parser.add_argument("--version", action="version", version=f"fastgan {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    t = sub.add_parser("train", help="train a GAN (rerun on the same --out to resume)",
+                       description="Train a GAN. Rerunning on an existing --out continues that run; "
+                                   "flags given then override its saved config.")
+    _add_config_flags(t)
+
+    s = sub.add_parser("sample", help="generate samples from a run or an exported ONNX generator")
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="run folder (or one checkpoint folder)")
+    src.add_argument("--onnx", help="ONNX generator exported by 'fastgan export'")
+    s.add_argument("--n", type=int, default=64, help="number of samples (default: 64)")
+    s.add_argument("--out", required=True, help="FILE.png (grid), FILE.npy (raw array), FILE.npz, or DIR/ (one PNG each)")
+    s.add_argument("--seed", type=int, default=0, help="noise seed (default: 0)")
+    s.add_argument("--labels", type=int, nargs="+", default=None,
+                   help="class label(s) for a conditional generator (one for all, or one per sample)")
+    s.add_argument("--no-ema", dest="ema", action="store_false", help="use the raw generator, not its EMA")
+    s.add_argument("--device", default="cpu", help="device for --run (default: cpu)")
+
+    e = sub.add_parser("export", help="export a run's generator to ONNX and verify it with ONNX Runtime")
+    e.add_argument("--run", required=True, help="run folder (or one checkpoint folder)")
+    e.add_argument("--out", required=True, help="destination .onnx file")
+    e.add_argument("--fp16", action="store_true", help="store fp16 weights (parity tolerance 1e-2)")
+
+    v = sub.add_parser("eval", help="compute quality / mode-collapse metrics for a run or an ONNX generator")
+    v.add_argument("--run", required=True, help="run folder, checkpoint folder, or exported .onnx file")
+    v.add_argument("--metrics", default="", help="comma-separated metrics (default: the data's usual set)")
+    v.add_argument("--n", type=int, default=None, help="samples to generate (default: per metric)")
+    v.add_argument("--seed", type=int, default=0, help="noise seed (default: 0)")
+    v.add_argument("--out", default=None, help="JSON file for the results (default: RUN/eval.json for runs)")
+    v.add_argument("--data", default=None, help="reference data (default: the run's data)")
+
+    b = sub.add_parser("bench", help="training-throughput benchmark against eager PyTorch recipes",
+                       add_help=False)
+    b.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments of the benchmark runner (see --help)")
+    return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .checkpoint import read_run_config
+    from .train import Trainer
+
+    given = {k: v for k, v in vars(args).items() if k != "command"}
+    out = given.get("out", TrainConfig.out)
+    saved = read_run_config(out) if Path(out).is_dir() else None
+    if saved is not None:
+        cfg = TrainConfig.from_dict(saved)
+        if cfg.data == "<custom>" and "data" not in given:
+            raise ConfigError(f"run '{out}' was trained on data passed from Python; give --data to continue it")
+        cfg = dataclasses.replace(cfg, **given)
+        print(f"fastgan: continuing run '{out}'", file=sys.stderr)
+    else:
+        cfg = TrainConfig(**given)
+    trainer = Trainer(cfg)
+    if trainer.step >= trainer.cfg.steps:
+        print(f"fastgan: run '{out}' already reached step {trainer.step} (raise --steps to train more)",
+              file=sys.stderr)
+    trainer.fit()
+    last = next((h for h in reversed(trainer.history) if "d_loss" in h), None)
+    summary = f"trained to step {trainer.step}; run folder: {trainer.run_dir}"
+    if last:
+        summary += f" (d_loss {last['d_loss']:.3f}, g_loss {last['g_loss']:.3f}, {last['images_per_s']:.0f} img/s)"
+    print(summary)
+    return 0
+
+
+def _run_data_modes(run: str):
+    """Mixture centres for a point-data run (drawn on its plots), else ``None``."""
+    from .checkpoint import read_run_config
+    from .config import POINT_DATASETS
+
+    p = Path(run)
+    saved = read_run_config(p) or read_run_config(p.parent.parent)
+    if saved and saved.get("data") in POINT_DATASETS:
+        from .data import load_data
+        return load_data(saved["data"]).modes
+    return None
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from .images import write_samples
+
+    if args.n <= 0:
+        raise ConfigError(f"--n must be a positive integer, got {args.n}")
+    labels = args.labels
+    if args.onnx:
+        from .export import sample_onnx
+        written = sample_onnx(args.onnx, args.n, args.out, seed=args.seed, labels=labels)
+    else:
+        from .sampling import generate
+        from .train import load_generator
+
+        G = load_generator(args.run, device=args.device, ema=args.ema)
+        x = generate(G, args.n, z_dim=G.z_dim, seed=args.seed, labels=labels, num_classes=G.num_classes,
+                     device=args.device)
+        written = write_samples(x, args.out, modes=_run_data_modes(args.run) if x.ndim == 2 else None)
+    print(f"wrote {args.n} samples to {args.out}" + (f" ({len(written)} files)" if len(written) > 1 else ""))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import export_run, format_report
+
+    report = export_run(args.run, args.out, fp16=args.fp16)
+    print(format_report(report))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .metrics import evaluate_cli
+
+    return evaluate_cli(run=args.run, metrics=args.metrics, n=args.n, seed=args.seed, out=args.out, data=args.data)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .benchmark import main as bench_main
+
+    return bench_main(args.bench_args)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``fastgan`` console script and ``python -m fastgan``.
+
+    Args:
+        argv: arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The process exit status.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # the runner owns its flags, --help included
+        from .benchmark import main as bench_main
+        return _guard(lambda: bench_main(argv[1:]))
+    args = build_parser().parse_args(argv)
+    handler = {"train": _train, "sample": _sample, "export": _export, "eval": _eval, "bench": _bench}[args.command]
+    return _guard(lambda: handler(args))
+
+
+def _guard(fn) -> int:
+    try:
+        return int(fn() or 0)
+    except FastGANError as e:
+        print(f"fastgan: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fastgan: interrupted", file=sys.stderr)
+        return 130
+    except json.JSONDecodeError as e:  # a hand-edited config file
+        print(f"fastgan: error: invalid JSON ({e.msg})", file=sys.stderr)
+        return 2

@@ -1,0 +1,24 @@
+"""Small configs shared by the tests (tiny networks so CPU runs take seconds)."""
+
+import torch
+
+from fastgan import TrainConfig
+
+
+def tiny_points(out, **kw) -> TrainConfig:
+    base = dict(data="grid25", out=str(out), steps=12, batch_size=32, g_width=32, d_width=32,
+                log_every=4, sample_every=0, ckpt_every=4, progress=False, device="cpu")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def tiny_images(out, **kw) -> TrainConfig:
+    base = dict(data="digits", out=str(out), steps=4, batch_size=8, resolution=16, g_width=8, d_width=8,
+                z_dim=16, log_every=2, sample_every=0, ckpt_every=2, progress=False, device="cpu")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)

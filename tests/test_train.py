@@ -1,0 +1,223 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import fastgan
+from fastgan import CheckpointError, ConfigError, Trainer
+from fastgan import checkpoint as ckpt_mod
+from helpers import state_equal, tiny_images, tiny_points
+
+
+def _params(m):
+    return [p.detach().clone() for p in m.parameters()]
+
+
+def test_one_step_changes_both_networks(tmp_path):
+    tr = Trainer(tiny_images(tmp_path / "run"))
+    g0, d0 = _params(tr.G), _params(tr.D)
+    tr.train_step()
+    assert any(not torch.equal(a, b) for a, b in zip(g0, tr.G.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(d0, tr.D.parameters()))
+    assert torch.isfinite(tr.stats).all()
+
+
+def test_fit_writes_run_folder(tmp_path):
+    run = tmp_path / "run"
+    tr = Trainer(tiny_points(run, sample_every=4)).fit()
+    assert tr.step == 12
+    assert json.loads((run / "config.json").read_text())["data"] == "grid25"
+    lines = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    logged = [l for l in lines if "d_loss" in l]
+    assert [l["step"] for l in logged] == [4, 8, 12]
+    for l in logged:
+        assert {"d_loss", "g_loss", "step_time_ms", "images_per_s"} <= set(l)
+        assert l["step_time_ms"] > 0
+    assert sorted(p.name for p in (run / "samples").iterdir()) == [
+        "step_00000004.png", "step_00000008.png", "step_00000012.png"]
+    assert [p.name for p in ckpt_mod.checkpoint_dirs(run)] == ["step_00000008", "step_00000012"]  # keep_ckpts=2
+
+
+def test_sample_shapes_and_determinism(tmp_path):
+    tr = Trainer(tiny_images(tmp_path / "run"))
+    x = tr.sample(5)
+    assert x.shape == (5, 1, 16, 16) and x.dtype == torch.float32
+    assert x.min() >= -1 and x.max() <= 1
+    assert torch.equal(tr.sample(5, seed=3), tr.sample(5, seed=3))
+    assert not torch.equal(tr.sample(5, seed=3), tr.sample(5, seed=4))
+    p = Trainer(tiny_points(tmp_path / "p"))
+    assert p.sample(7).shape == (7, 2)
+    with pytest.raises(ConfigError):
+        tr.sample(0)
+
+
+def test_conditional_sampling_checks_labels(tmp_path):
+    tr = Trainer(tiny_images(tmp_path / "run", conditional=True))
+    tr.train_step()
+    assert tr.sample(4, labels=[0, 1, 2, 3]).shape == (4, 1, 16, 16)
+    assert tr.sample(3, labels=7).shape == (3, 1, 16, 16)
+    with pytest.raises(ConfigError, match="labels must lie"):
+        tr.sample(2, labels=[0, 10])
+    with pytest.raises(ConfigError, match="labelled"):
+        Trainer(tiny_points(tmp_path / "p", data=str(_unlabelled_folder(tmp_path)), conditional=True))
+
+
+def _unlabelled_folder(tmp_path):
+    from PIL import Image
+    d = tmp_path / "imgs"
+    d.mkdir(exist_ok=True)
+    for i in range(4):
+        Image.new("RGB", (20, 20), (i * 60, 10, 10)).save(d / f"{i}.png")
+    return d
+
+
+@pytest.mark.parametrize("kw", [dict(loss="lsgan"), dict(loss="hinge", n_critic=2),
+                                dict(loss="wgan", gp_weight=10.0), dict(r1_gamma=1.0, r1_every=2),
+                                dict(augment="color,translation,cutout,flip,rot90,scale", augment_p=0.5),
+                                dict(spectral_norm=True, pack=2, mbstd=True), dict(ema_decay=0.0)])
+def test_every_loss_and_option_trains(tmp_path, kw):
+    tr = Trainer(tiny_images(tmp_path / "run", **kw))
+    tr.fit(4)
+    rec = [h for h in tr.history if "d_loss" in h][-1]
+    assert all(torch.isfinite(torch.tensor(rec[k])) for k in ("d_loss", "g_loss"))
+    if kw.get("r1_gamma"):
+        assert "r1" in rec and rec["r1"] >= 0
+
+
+def test_custom_data_and_networks(tmp_path):
+    imgs = torch.randint(0, 256, (20, 3, 16, 16), dtype=torch.uint8)
+    tr = Trainer(tiny_images(tmp_path / "run"), data=imgs)
+    assert tr.cfg.resolution == 16 and tr.data.channels == 3
+    tr.train_step()
+
+    class G(torch.nn.Module):
+        z_dim = 4
+
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(4, 2)
+
+        def forward(self, z, labels=None):
+            return self.net(z)
+
+    class D(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(2, 1)
+
+        def forward(self, x, labels=None):
+            return self.net(x).squeeze(1)
+
+    tr = Trainer(tiny_points(tmp_path / "p"), generator=G(), discriminator=D())
+    tr.fit(2)
+    assert tr.sample(3).shape == (3, 2)
+
+
+def test_resume_is_bit_exact(tmp_path):
+    full = Trainer(tiny_points(tmp_path / "full")).fit()
+    part = Trainer(tiny_points(tmp_path / "part"))
+    part.fit(6)  # checkpoint at 4 (periodic) and 6 (end)
+    del part
+    resumed = Trainer(tiny_points(tmp_path / "part"))
+    assert resumed.step == 6
+    resumed.fit()
+    assert resumed.step == 12
+    for a, b in [(full.G, resumed.G), (full.D, resumed.D), (full.G_ema, resumed.G_ema)]:
+        assert state_equal(a, b)
+
+
+def test_kill_during_checkpoint_write_keeps_last_good(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    tr = Trainer(tiny_points(run))
+    tr.fit(4)  # good checkpoint at step 4
+    real_rename = os.rename
+
+    def dying_rename(src, dst):
+        if ".tmp-step_" in str(src):
+            raise KeyboardInterrupt  # the process dies between writing and publishing
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(ckpt_mod.os, "rename", dying_rename)
+    with pytest.raises(KeyboardInterrupt):
+        tr.fit(8)
+    monkeypatch.setattr(ckpt_mod.os, "rename", real_rename)
+    assert [p.name for p in ckpt_mod.checkpoint_dirs(run)] == ["step_00000004"]
+    resumed = Trainer(tiny_points(run))
+    assert resumed.step == 4
+    resumed.fit()
+    full = Trainer(tiny_points(tmp_path / "full")).fit()
+    assert state_equal(full.G, resumed.G) and state_equal(full.D, resumed.D)
+
+
+def test_sigkill_then_rerun_matches_uninterrupted(tmp_path):
+    """A real process killed with SIGKILL (possibly mid-checkpoint) and restarted ends bit-identical."""
+    args = ["--data", "grid25", "--steps", "60", "--batch_size", "32", "--g_width", "32", "--d_width", "32",
+            "--ckpt_every", "2", "--sample_every", "0", "--log_every", "10", "--no-progress", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "fastgan", "train"]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cmd + args + ["--out", str(killed)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(ckpt_mod.checkpoint_dirs(killed)) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    got = ckpt_mod.latest_checkpoint(killed)
+    assert got is not None and int(got.name.split("_")[1]) < 60, "the run finished before it could be killed"
+    subprocess.run(cmd + ["--out", str(killed)], env=env, check=True, capture_output=True)
+    subprocess.run(cmd + args + ["--out", str(tmp_path / "full")], env=env, check=True, capture_output=True)
+    a = fastgan.load_generator(killed, ema=False)
+    b = fastgan.load_generator(tmp_path / "full", ema=False)
+    assert state_equal(a, b)
+    ka, _ = ckpt_mod.read_models(ckpt_mod.latest_checkpoint(killed))
+    kb, _ = ckpt_mod.read_models(ckpt_mod.latest_checkpoint(tmp_path / "full"))
+    assert all(torch.equal(ka["D"][k], kb["D"][k]) for k in kb["D"])
+
+
+def test_incompatible_checkpoint_is_refused(tmp_path):
+    run = tmp_path / "run"
+    Trainer(tiny_points(run)).fit(4)
+    with pytest.raises(CheckpointError, match=r"incompatible config: g_width \(32 in the checkpoint, 64 now\)"):
+        Trainer(tiny_points(run, g_width=64))
+
+
+@pytest.mark.parametrize("damage", ["junk_weights", "junk_state", "foreign_safetensors"])
+def test_damaged_checkpoint_files_are_refused(tmp_path, damage):
+    run = tmp_path / "run"
+    Trainer(tiny_points(run)).fit(4)
+    ck = ckpt_mod.latest_checkpoint(run)
+    if damage == "junk_weights":
+        (ck / "models.safetensors").write_bytes(b"this is not a checkpoint")
+    elif damage == "junk_state":
+        (ck / "state.pt").write_bytes(b"\x00\x01garbage")
+    else:
+        from safetensors.torch import save_file
+        save_file({"w": torch.zeros(2)}, str(ck / "models.safetensors"))
+    with pytest.raises(CheckpointError) as e:
+        Trainer(tiny_points(run))
+    assert "\n" not in str(e.value)
+    assert ck.exists(), "a bad checkpoint must not be deleted"
+
+
+def test_load_generator(tmp_path):
+    run = tmp_path / "run"
+    tr = Trainer(tiny_images(run)).fit()
+    G = fastgan.load_generator(run)
+    assert not G.training and G.z_dim == 16 and tuple(G.out_shape) == (1, 16, 16)
+    z = torch.randn(3, 16)
+    torch.testing.assert_close(G(z), tr.G_ema(z), rtol=0, atol=0)
+    with pytest.raises(CheckpointError, match="holds no checkpoint"):
+        fastgan.load_generator(tmp_path)
+    with pytest.raises(CheckpointError, match="no run or checkpoint"):
+        fastgan.load_generator(tmp_path / "missing")
+    bogus = tmp_path / "bogus.safetensors"
+    bogus.write_text("hello")
+    with pytest.raises(CheckpointError, match="not a readable fastgan checkpoint"):
+        fastgan.load_generator(bogus)
