@@ -1,0 +1,508 @@
+"""batch_norm_act: batch normalisation + activation in one op (training and eval mode).
+
+Training mode normalises with the batch statistics (biased variance) and, when
+running buffers are given, updates them in place like ``nn.BatchNorm2d``
+(running_var gets the unbiased variance). Eval mode uses the running buffers.
+
+Triton path, in passes over the activation (x is viewed as (O, C, I): NCHW is
+(N, C, H*W), channels_last is (N*H*W, C, 1) with rows of C contiguous values):
+
+- forward: a statistics pass (fp32 partial sums per group of rows, no atomics),
+  a tiny combine (mean, rstd, running-stat update), then one normalise +
+  activate pass. Only x and the per-channel mean/rstd are saved.
+- backward (training): one reduction pass computing sum(du) and sum(du * xhat)
+  per channel, du = dy * act'(u) recomputed from x, a tiny combine (these sums
+  are dbias and dweight), then one elementwise pass for dx. In eval mode dx
+  needs no reduction and is written by the reduction pass itself.
+
+The reductions are two-stage with a fixed order, so results are bitwise
+reproducible run to run.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._common import (ACT_CODES, TUNING, act_derivative, act_forward, act_ref, cdiv, channel_sum, ChannelView,
+                      check_act, combine_blocks, dense_for_channels, jit, launch, match_layout, per_channel,
+                      reduction_programs, refuse_double_backward, resolve_impl, sum_partials, tile_offsets,
+                      TilePlan, tl, TritonOp)
+
+
+def _check_args(x, weight, bias, running_mean, running_var, training):
+    if x.ndim < 2:
+        raise ValueError(f"batch_norm_act: expected input with >= 2 dims (N, C, ...), got shape {tuple(x.shape)}")
+    c = x.shape[1]
+    for name, t in (("weight", weight), ("bias", bias), ("running_mean", running_mean), ("running_var", running_var)):
+        if t is not None and (t.ndim != 1 or t.shape[0] != c):
+            raise ValueError(f"batch_norm_act: {name} of shape {tuple(t.shape)} does not match {c} channels")
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("batch_norm_act: pass both running_mean and running_var, or neither")
+    if (training or running_mean is None) and x.numel() // max(c, 1) <= 1:
+        raise ValueError(f"batch_norm_act: expected more than 1 value per channel when training, got input "
+                         f"of shape {tuple(x.shape)}")
+
+
+# ----------------------------------------------------------------------------- reference
+def batch_norm_act_ref(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                       running_mean: torch.Tensor | None, running_var: torch.Tensor | None, training: bool,
+                       momentum: float = 0.1, eps: float = 1e-5, act: str = "relu",
+                       alpha: float = 0.2) -> torch.Tensor:
+    """Plain-PyTorch batch norm + activation: the oracle, the CPU path and the export path.
+
+    Computes in float32 (float64 stays float64) and returns ``x.dtype``;
+    differentiable to any order.
+
+    Args:
+        x: input (N, C, ...), contiguous or channels_last.
+        weight: per-channel scale (C,) or None (= 1).
+        bias: per-channel shift (C,) or None (= 0).
+        running_mean: running mean buffer (C,) or None; updated in place when training.
+        running_var: running variance buffer (C,) or None; updated in place (unbiased) when training.
+        training: use batch statistics (True) or the running buffers (False; batch
+            statistics are used when no buffers are given).
+        momentum: weight of the new batch statistic in the running update.
+        eps: added to the variance before the square root.
+        act: "linear", "relu", "lrelu", "tanh", "sigmoid" or "silu".
+        alpha: negative slope of "lrelu".
+    """
+    check_act(act)
+    _check_args(x, weight, bias, running_mean, running_var, training)
+    cdt = torch.promote_types(x.dtype, torch.float32)
+    xf = x.to(cdt)
+    w = None if weight is None else weight.to(cdt)
+    b = None if bias is None else bias.to(cdt)
+    buffers_match = running_mean is None or (running_mean.dtype == cdt and running_var.dtype == cdt)
+    if buffers_match:
+        y = F.batch_norm(xf, running_mean, running_var, w, b, training or running_mean is None, momentum, eps)
+    else:  # e.g. float64 input with float32 buffers: same maths, spelt out
+        y = _batch_norm_explicit(xf, w, b, running_mean, running_var, training, momentum, eps)
+    return act_ref(y, act, alpha).to(x.dtype)
+
+
+def _batch_norm_explicit(xf, w, b, running_mean, running_var, training, momentum, eps):
+    dims = [0] + list(range(2, xf.ndim))
+    shape = [1, -1] + [1] * (xf.ndim - 2)
+    if training:
+        mean = xf.mean(dims)
+        var = xf.var(dims, unbiased=False)
+        with torch.no_grad():
+            n = xf.numel() // xf.shape[1]
+            running_mean.lerp_(mean.detach().to(running_mean.dtype), momentum)
+            running_var.lerp_((var.detach() * (n / (n - 1))).to(running_var.dtype), momentum)
+    else:
+        mean = running_mean.to(xf.dtype)
+        var = running_var.to(xf.dtype)
+    y = (xf - mean.reshape(shape)) * torch.rsqrt(var.reshape(shape) + eps)
+    if w is not None:
+        y = y * w.reshape(shape)
+    if b is not None:
+        y = y + b.reshape(shape)
+    return y
+
+
+# ----------------------------------------------------------------------------- Triton kernels
+# Forward:  stats pass (partial shifted sums per row group) -> combine (mean, rstd,
+#           running-stat update) -> normalise + activate pass.
+# Backward: reduction pass (partial sums of du and du * xhat) -> combine -> dx pass.
+# x is viewed as (O, C, I): NCHW = (N, C, H*W), channels_last = (N*H*W, C, 1).
+
+@jit
+def _bn_stats_kernel(
+    x_ptr,     # input (O, C, I) view, any float dtype
+    part_ptr,  # fp32 (G, 2, C): per-group sum(x - shift) and sum((x - shift)^2)
+    O, C, I, rows_per_group,
+    ROWS: tl.constexpr, BIG: tl.constexpr,
+    BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
+):
+    """Program (g, cb): shifted sums over rows [g * rows_per_group, +rows_per_group) of channel block cb.
+
+    The shift is x[0, c, 0] (the same for every program), which keeps E[(x-s)^2] - E[x-s]^2
+    free of the cancellation that plain sum/sum-of-squares suffers when |mean| >> std.
+    """
+    g = tl.program_id(0)
+    c0 = tl.program_id(1) * BLOCK_C
+    c = c0 + tl.arange(0, BLOCK_C)
+    shift = per_channel(tl.load(x_ptr + c * I, mask=c < C, other=0.0).to(tl.float32), ROWS)
+    if ROWS:
+        acc1 = tl.zeros([BLOCK_O, BLOCK_C], tl.float32)
+        acc2 = tl.zeros([BLOCK_O, BLOCK_C], tl.float32)
+    else:
+        acc1 = tl.zeros([BLOCK_O, BLOCK_C, BLOCK_I], tl.float32)
+        acc2 = tl.zeros([BLOCK_O, BLOCK_C, BLOCK_I], tl.float32)
+    o_start = g * rows_per_group
+    for o0 in range(o_start, o_start + rows_per_group, BLOCK_O):
+        for i0 in range(0, I, BLOCK_I):
+            offs, mask, c = tile_offsets(o0, c0, i0, O, C, I, BLOCK_O, BLOCK_C, BLOCK_I, ROWS, BIG)
+            v = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            v = tl.where(mask, v - shift, 0.0)
+            acc1 += v
+            acc2 += v * v
+    base = part_ptr + g * 2 * C + c
+    tl.store(base, channel_sum(acc1, ROWS), mask=c < C)
+    tl.store(base + C, channel_sum(acc2, ROWS), mask=c < C)
+
+
+@jit
+def _bn_stats_combine_kernel(
+    part_ptr,  # fp32 (G, 2, C) from _bn_stats_kernel
+    x_ptr,     # input (for the shift x[0, c, 0])
+    mean_ptr,  # fp32 (C,) out: batch mean
+    rstd_ptr,  # fp32 (C,) out: 1 / sqrt(biased batch variance + eps)
+    rm_ptr,    # running mean (C,), updated in place; unused when HAS_RUNNING is False
+    rv_ptr,    # running variance (C,), updated in place with the unbiased variance; unused likewise
+    G, C, I, n, eps, momentum,
+    HAS_RUNNING: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """Sum the partials in a fixed order (deterministic), then mean / rstd / running update."""
+    c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    cm = c < C
+    s1 = tl.zeros([BLOCK_G, BLOCK_C], tl.float32)
+    s2 = tl.zeros([BLOCK_G, BLOCK_C], tl.float32)
+    for g0 in range(0, G, BLOCK_G):
+        g = g0 + tl.arange(0, BLOCK_G)
+        m = (g[:, None] < G) & cm[None, :]
+        p = part_ptr + g[:, None] * 2 * C + c[None, :]
+        s1 += tl.load(p, mask=m, other=0.0)
+        s2 += tl.load(p + C, mask=m, other=0.0)
+    d = tl.sum(s1, axis=0) / n
+    var = tl.maximum(tl.sum(s2, axis=0) / n - d * d, 0.0)
+    mean = tl.load(x_ptr + c * I, mask=cm, other=0.0).to(tl.float32) + d
+    tl.store(mean_ptr + c, mean, mask=cm)
+    tl.store(rstd_ptr + c, tl.rsqrt(var + eps), mask=cm)
+    if HAS_RUNNING:
+        rm = tl.load(rm_ptr + c, mask=cm, other=0.0).to(tl.float32)
+        rv = tl.load(rv_ptr + c, mask=cm, other=0.0).to(tl.float32)
+        unbiased = var * (n / (n - 1.0))
+        tl.store(rm_ptr + c, (rm + momentum * (mean - rm)).to(rm_ptr.dtype.element_ty), mask=cm)
+        tl.store(rv_ptr + c, (rv + momentum * (unbiased - rv)).to(rv_ptr.dtype.element_ty), mask=cm)
+
+
+@jit
+def _channel_params(mean_ptr, rstd_ptr, w_ptr, b_ptr, c, C, eps,
+                    STATS_ARE_VAR: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Per-channel mean, rstd, weight, bias as fp32 [BLOCK_C] vectors."""
+    cm = c < C
+    mean = tl.load(mean_ptr + c, mask=cm, other=0.0).to(tl.float32)
+    rstd = tl.load(rstd_ptr + c, mask=cm, other=1.0).to(tl.float32)
+    if STATS_ARE_VAR:  # eval mode: rstd_ptr holds the running variance
+        rstd = tl.rsqrt(rstd + eps)
+    if HAS_W:
+        w = tl.load(w_ptr + c, mask=cm, other=0.0).to(tl.float32)
+    else:
+        w = tl.full([BLOCK_C], 1.0, tl.float32)
+    if HAS_B:
+        b = tl.load(b_ptr + c, mask=cm, other=0.0).to(tl.float32)
+    else:
+        b = tl.zeros([BLOCK_C], tl.float32)
+    return mean, rstd, w, b
+
+
+@jit
+def _bn_apply_kernel(
+    x_ptr,     # input (O, C, I) view
+    mean_ptr,  # fp32 (C,) batch mean, or the running mean (eval)
+    rstd_ptr,  # fp32 (C,) batch rstd, or the running variance when STATS_ARE_VAR
+    w_ptr,     # weight (C,); unused when HAS_W is False
+    b_ptr,     # bias (C,); unused when HAS_B is False
+    y_ptr,     # output, same layout and dtype as x
+    O, C, I, eps, alpha, o_blocks,
+    STATS_ARE_VAR: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr,
+    ROWS: tl.constexpr, BIG: tl.constexpr,
+    BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
+):
+    """One tile per program: y = act((x - mean) * rstd * w + b)."""
+    # NOTE: tiles are visited in reverse row order, so the first tiles read are the ones
+    # the statistics pass read last (most likely still in L2). Unmeasured so far.
+    ob = o_blocks - 1 - tl.program_id(0)
+    c0 = tl.program_id(1) * BLOCK_C
+    c = c0 + tl.arange(0, BLOCK_C)
+    mean, rstd, w, b = _channel_params(mean_ptr, rstd_ptr, w_ptr, b_ptr, c, C, eps, STATS_ARE_VAR, HAS_W, HAS_B,
+                                     BLOCK_C)
+    scale = per_channel(rstd * w, ROWS)
+    offs, mask, c = tile_offsets(ob * BLOCK_O, c0, tl.program_id(2) * BLOCK_I, O, C, I,
+                                 BLOCK_O, BLOCK_C, BLOCK_I, ROWS, BIG)
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    u = (x - per_channel(mean, ROWS)) * scale + per_channel(b, ROWS)
+    tl.store(y_ptr + offs, act_forward(u, alpha, ACT).to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@jit
+def _bn_bwd_reduce_kernel(
+    dy_ptr,    # upstream gradient (O, C, I), same layout as x
+    x_ptr,     # saved input (O, C, I)
+    mean_ptr,  # fp32 (C,) mean used in the forward
+    rstd_ptr,  # fp32 (C,) rstd used in the forward (running variance when STATS_ARE_VAR)
+    w_ptr,     # weight (C,); unused when HAS_W is False
+    b_ptr,     # bias (C,); unused when HAS_B is False
+    part_ptr,  # fp32 (G, 2, C) out: per-group sum(du) and sum(du * xhat)
+    dx_ptr,    # gradient of x (eval mode only: WRITE_DX); unused otherwise
+    O, C, I, rows_per_group, eps, alpha,
+    STATS_ARE_VAR: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr,
+    WRITE_DX: tl.constexpr, ROWS: tl.constexpr, BIG: tl.constexpr,
+    BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
+):
+    """Program (g, cb): du = dy * act'(u) recomputed from x; sums du and du * xhat per channel.
+
+    With running statistics (eval) dx = du * w * rstd needs no reduction and is written here too.
+    """
+    g = tl.program_id(0)
+    c0 = tl.program_id(1) * BLOCK_C
+    c = c0 + tl.arange(0, BLOCK_C)
+    mean, rstd, w, b = _channel_params(mean_ptr, rstd_ptr, w_ptr, b_ptr, c, C, eps, STATS_ARE_VAR, HAS_W, HAS_B,
+                                     BLOCK_C)
+    mean_t = per_channel(mean, ROWS)
+    rstd_t = per_channel(rstd, ROWS)
+    w_t = per_channel(w, ROWS)
+    b_t = per_channel(b, ROWS)
+    if ROWS:
+        acc1 = tl.zeros([BLOCK_O, BLOCK_C], tl.float32)
+        acc2 = tl.zeros([BLOCK_O, BLOCK_C], tl.float32)
+    else:
+        acc1 = tl.zeros([BLOCK_O, BLOCK_C, BLOCK_I], tl.float32)
+        acc2 = tl.zeros([BLOCK_O, BLOCK_C, BLOCK_I], tl.float32)
+    o_start = g * rows_per_group
+    for o0 in range(o_start, o_start + rows_per_group, BLOCK_O):
+        for i0 in range(0, I, BLOCK_I):
+            offs, mask, c = tile_offsets(o0, c0, i0, O, C, I, BLOCK_O, BLOCK_C, BLOCK_I, ROWS, BIG)
+            x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            du = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)  # masked lanes: du = 0
+            xhat = (x - mean_t) * rstd_t
+            if ACT != 0:
+                du = du * act_derivative(xhat * w_t + b_t, alpha, ACT)
+            acc1 += du
+            acc2 += du * xhat
+            if WRITE_DX:
+                tl.store(dx_ptr + offs, (du * w_t * rstd_t).to(dx_ptr.dtype.element_ty), mask=mask)
+    base = part_ptr + g * 2 * C + c
+    tl.store(base, channel_sum(acc1, ROWS), mask=c < C)
+    tl.store(base + C, channel_sum(acc2, ROWS), mask=c < C)
+
+
+@jit
+def _bn_bwd_dx_kernel(
+    dy_ptr,    # upstream gradient, same layout as x
+    x_ptr,     # saved input (O, C, I)
+    mean_ptr,  # fp32 (C,) batch mean
+    rstd_ptr,  # fp32 (C,) batch rstd
+    w_ptr,     # weight (C,); unused when HAS_W is False
+    b_ptr,     # bias (C,); unused when HAS_B is False
+    sums_ptr,  # fp32 (2, C): sum(du) (= dbias) then sum(du * xhat) (= dweight)
+    dx_ptr,    # out: gradient of x, same layout and dtype as x
+    O, C, I, inv_n, alpha, o_blocks,
+    HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr,
+    ROWS: tl.constexpr, BIG: tl.constexpr,
+    BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
+):
+    """One tile per program: dx = rstd * w * (du - mean(du) - xhat * mean(du * xhat))."""
+    ob = o_blocks - 1 - tl.program_id(0)  # NOTE: reverse order for L2 reuse, as in _bn_apply_kernel
+    c0 = tl.program_id(1) * BLOCK_C
+    c = c0 + tl.arange(0, BLOCK_C)
+    mean, rstd, w, b = _channel_params(mean_ptr, rstd_ptr, w_ptr, b_ptr, c, C, 0.0, False, HAS_W, HAS_B, BLOCK_C)
+    m1 = tl.load(sums_ptr + c, mask=c < C, other=0.0) * inv_n
+    m2 = tl.load(sums_ptr + C + c, mask=c < C, other=0.0) * inv_n
+    offs, mask, c = tile_offsets(ob * BLOCK_O, c0, tl.program_id(2) * BLOCK_I, O, C, I,
+                                 BLOCK_O, BLOCK_C, BLOCK_I, ROWS, BIG)
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    du = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    xhat = (x - per_channel(mean, ROWS)) * per_channel(rstd, ROWS)
+    if ACT != 0:
+        du = du * act_derivative(xhat * per_channel(w, ROWS) + per_channel(b, ROWS), alpha, ACT)
+    dx = per_channel(rstd * w, ROWS) * (du - per_channel(m1, ROWS) - xhat * per_channel(m2, ROWS))
+    tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+# ----------------------------------------------------------------------------- launchers + custom ops
+def _reduce_plan(x: torch.Tensor, view: ChannelView):
+    plan = TilePlan(view, TUNING["tile_reduce"], TUNING["max_block_c"])
+    groups, rows_per_group = plan.split_rows(reduction_programs(x.device))
+    return plan, groups, rows_per_group
+
+
+def _bn_stats_impl(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
+                   momentum: float, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    view = ChannelView(x, 1)
+    mean = torch.empty(view.C, device=x.device, dtype=torch.float32)
+    rstd = torch.empty_like(mean)
+    plan, groups, rows_per_group = _reduce_plan(x, view)
+    part = torch.empty((groups, 2, view.C), device=x.device, dtype=torch.float32)
+    launch(_bn_stats_kernel, (groups, plan.c_blocks), x, part, view.O, view.C, view.I, rows_per_group,
+           ROWS=view.rows, BIG=view.big, BLOCK_O=plan.BLOCK_O, BLOCK_C=plan.BLOCK_C, BLOCK_I=plan.BLOCK_I,
+           num_warps=TUNING["warps_reduce"])
+    block_c, block_g = combine_blocks(groups, view.C)
+    has_running = running_mean is not None
+    launch(_bn_stats_combine_kernel, (cdiv(view.C, block_c),), part, x, mean, rstd,
+           running_mean if has_running else mean, running_var if has_running else rstd,
+           groups, view.C, view.I, float(view.O * view.I), eps, momentum,
+           HAS_RUNNING=has_running, BLOCK_G=block_g, BLOCK_C=block_c)
+    return mean, rstd
+
+
+_bn_stats_op = TritonOp("fastgan::batch_norm_stats", _bn_stats_impl, mutates_args=("running_mean", "running_var"))
+
+
+def _bn_act_impl(x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, weight: torch.Tensor | None,
+                 bias: torch.Tensor | None, eps: float, batch_stats: bool, act: int, alpha: float) -> torch.Tensor:
+    y = torch.empty_like(x)
+    if x.numel() == 0:
+        return y
+    view = ChannelView(x, 1)
+    plan = TilePlan(view, TUNING["tile_elementwise"], TUNING["max_block_c"])
+    launch(_bn_apply_kernel, (plan.o_blocks, plan.c_blocks, plan.i_blocks),
+           x, mean, rstd, mean if weight is None else weight, mean if bias is None else bias, y,
+           view.O, view.C, view.I, eps, alpha, plan.o_blocks,
+           STATS_ARE_VAR=not batch_stats, HAS_W=weight is not None, HAS_B=bias is not None, ACT=act,
+           ROWS=view.rows, BIG=view.big, BLOCK_O=plan.BLOCK_O, BLOCK_C=plan.BLOCK_C, BLOCK_I=plan.BLOCK_I,
+           num_warps=TUNING["warps_elementwise"])
+    return y
+
+
+_bn_act_op = TritonOp("fastgan::batch_norm_act", _bn_act_impl)
+
+
+def _bn_act_backward_impl(dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor,
+                          weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float, batch_stats: bool,
+                          act: int, alpha: float, need_dx: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns (dx, sums) with sums (2, C) fp32 = (dbias, dweight); dx is empty when not needed."""
+    dy = match_layout(dy, x)
+    view = ChannelView(x, 1)
+    write_dx_here = need_dx and not batch_stats
+    dx = torch.empty_like(x) if need_dx else x.new_empty(0)
+    if x.numel() == 0:
+        return dx, torch.zeros(2, view.C, device=x.device, dtype=torch.float32)
+    plan, groups, rows_per_group = _reduce_plan(x, view)
+    part = torch.empty((groups, 2, view.C), device=x.device, dtype=torch.float32)
+    w_arg = mean if weight is None else weight
+    b_arg = mean if bias is None else bias
+    launch(_bn_bwd_reduce_kernel, (groups, plan.c_blocks),
+           dy, x, mean, rstd, w_arg, b_arg, part, dx if write_dx_here else part,
+           view.O, view.C, view.I, rows_per_group, eps, alpha,
+           STATS_ARE_VAR=not batch_stats, HAS_W=weight is not None, HAS_B=bias is not None, ACT=act,
+           WRITE_DX=write_dx_here, ROWS=view.rows, BIG=view.big,
+           BLOCK_O=plan.BLOCK_O, BLOCK_C=plan.BLOCK_C, BLOCK_I=plan.BLOCK_I, num_warps=TUNING["warps_reduce"])
+    sums = sum_partials(part.view(groups, 2 * view.C),
+                        torch.empty(2, view.C, device=x.device, dtype=torch.float32))
+    if need_dx and batch_stats:
+        ew = TilePlan(view, TUNING["tile_elementwise"], TUNING["max_block_c"])
+        launch(_bn_bwd_dx_kernel, (ew.o_blocks, ew.c_blocks, ew.i_blocks),
+               dy, x, mean, rstd, w_arg, b_arg, sums, dx,
+               view.O, view.C, view.I, 1.0 / (view.O * view.I), alpha, ew.o_blocks,
+               HAS_W=weight is not None, HAS_B=bias is not None, ACT=act, ROWS=view.rows, BIG=view.big,
+               BLOCK_O=ew.BLOCK_O, BLOCK_C=ew.BLOCK_C, BLOCK_I=ew.BLOCK_I, num_warps=TUNING["warps_elementwise"])
+    return dx, sums
+
+
+_bn_act_backward_op = TritonOp("fastgan::batch_norm_act_backward", _bn_act_backward_impl)
+
+
+def _bn_act_setup_context(ctx, inputs, output):
+    x, mean, rstd, weight, bias, eps, batch_stats, act, alpha = inputs
+    ctx.save_for_backward(x, mean, rstd, weight, bias)
+    ctx.args = (eps, batch_stats, act, alpha)
+
+
+def _bn_act_backward(ctx, dy):
+    refuse_double_backward("batch_norm_act")
+    x, mean, rstd, weight, bias = ctx.saved_tensors
+    need_dx = ctx.needs_input_grad[0]
+    dx, sums = _bn_act_backward_op(dy, x, mean, rstd, weight, bias, *ctx.args, need_dx)
+    dweight = sums[1].to(weight.dtype) if (weight is not None and ctx.needs_input_grad[3]) else None
+    dbias = sums[0].to(bias.dtype) if (bias is not None and ctx.needs_input_grad[4]) else None
+    return (dx if need_dx else None), None, None, dweight, dbias, None, None, None, None
+
+
+_bn_act_op.register_autograd(_bn_act_backward, _bn_act_setup_context)
+
+
+def batch_norm_act_triton(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                          running_mean: torch.Tensor | None, running_var: torch.Tensor | None, training: bool,
+                          momentum: float, eps: float, act: str, alpha: float) -> torch.Tensor:
+    """The Triton path of :func:`batch_norm_act` (same arguments, no ``impl``; arguments already checked).
+
+    The statistics op runs on ``x.detach()``; the normalise op's backward includes the
+    gradient through the batch statistics, so the autograd result is the full BN gradient.
+    """
+    x = dense_for_channels(x, 1)
+    batch_stats = training or running_mean is None
+    if batch_stats:
+        update = training and running_mean is not None
+        mean, rstd = _bn_stats_op(x.detach(), running_mean if update else None, running_var if update else None,
+                                  float(momentum), float(eps))
+    else:
+        mean, rstd = running_mean, running_var  # the kernels turn the variance into rstd
+    return _bn_act_op(x, mean, rstd, weight, bias, float(eps), batch_stats, ACT_CODES[act], float(alpha))
+
+
+# ----------------------------------------------------------------------------- public op
+def batch_norm_act(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                   running_mean: torch.Tensor | None, running_var: torch.Tensor | None, training: bool,
+                   momentum: float = 0.1, eps: float = 1e-5, act: str = "relu", alpha: float = 0.2,
+                   impl: str = "auto") -> torch.Tensor:
+    """Fused batch norm + activation; float32 statistics for float32/bfloat16/float16 input.
+
+    Args:
+        x: input (N, C, ...); NCHW-contiguous or channels_last (kept in the output).
+        weight: per-channel scale (C,) or None (= 1).
+        bias: per-channel shift (C,) or None (= 0).
+        running_mean: running mean buffer (C,) float32 or None; updated in place when training.
+        running_var: running variance buffer (C,) float32 or None; updated in place when training
+            (with the unbiased variance, like ``nn.BatchNorm2d``).
+        training: batch statistics (True) or running statistics (False).
+        momentum: weight of the new batch statistic in the running update.
+        eps: added to the variance before the square root.
+        act: "linear", "relu", "lrelu", "tanh", "sigmoid" or "silu".
+        alpha: negative slope of "lrelu".
+        impl: "auto", "triton" or "ref" (see ``fastgan.kernels.use_impl``).
+    """
+    check_act(act)
+    if resolve_impl(impl, x, "batch_norm_act") == "ref" or x.dtype == torch.float64:
+        return batch_norm_act_ref(x, weight, bias, running_mean, running_var, training, momentum, eps, act, alpha)
+    _check_args(x, weight, bias, running_mean, running_var, training)
+    return batch_norm_act_triton(x, weight, bias, running_mean, running_var, training, momentum, eps, act, alpha)
+
+
+# ----------------------------------------------------------------------------- module
+class BatchNormAct(nn.Module):
+    """BatchNorm2d + activation in one module; state_dict keys identical to ``nn.BatchNorm2d``.
+
+    Args:
+        num_features: number of channels C.
+        act: activation name (see ``batch_norm_act``).
+        alpha: negative slope of "lrelu".
+        momentum: running-statistics momentum (a float, as in ``nn.BatchNorm2d``).
+        eps: added to the variance before the square root.
+        impl: "auto", "triton" or "ref"; may be changed at any time via ``module.impl``.
+    """
+
+    def __init__(self, num_features: int, act: str = "relu", alpha: float = 0.2, momentum: float = 0.1,
+                 eps: float = 1e-5, impl: str = "auto"):
+        super().__init__()
+        if momentum is None or not 0.0 <= float(momentum) <= 1.0:
+            raise ValueError(f"BatchNormAct: momentum must be a float in [0, 1], got {momentum!r}")
+        self.num_features = int(num_features)
+        self.act = check_act(act)
+        self.alpha = float(alpha)
+        self.momentum = float(momentum)
+        self.eps = float(eps)
+        self.impl = impl
+        self.weight = nn.Parameter(torch.ones(self.num_features))
+        self.bias = nn.Parameter(torch.zeros(self.num_features))
+        self.register_buffer("running_mean", torch.zeros(self.num_features))
+        self.register_buffer("running_var", torch.ones(self.num_features))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+
+    def reset_running_stats(self) -> None:
+        """Reset running mean/var to 0/1 and the batch counter to 0."""
+        self.running_mean.zero_()
+        self.running_var.fill_(1.0)
+        self.num_batches_tracked.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.num_batches_tracked.add_(1)
+        return batch_norm_act(x, self.weight, self.bias, self.running_mean, self.running_var, self.training,
+                              self.momentum, self.eps, self.act, self.alpha, self.impl)
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, act={self.act!r}, alpha={self.alpha}, momentum={self.momentum}, "
+                f"eps={self.eps}, impl={self.impl!r}")

@@ -1,0 +1,256 @@
+"""bias_act: bias add + activation (+ gain, + clamp) in one pass, forward and backward.
+
+y = clamp(act(x + b) * gain, -clamp, clamp), with b broadcast along ``dim``.
+"""
+
+import torch
+from torch import nn
+
+from ._common import (ACT_CODES, TUNING, act_derivative, act_forward, act_ref, channel_sum, ChannelView,
+                      check_act, dense_for_channels, jit, launch, match_layout, per_channel,
+                      reduction_programs, refuse_double_backward, resolve_impl, sum_partials, tile_offsets,
+                      TilePlan, tl, TritonOp)
+
+
+# ----------------------------------------------------------------------------- reference
+def bias_act_ref(x: torch.Tensor, b: torch.Tensor | None = None, act: str = "linear", alpha: float = 0.2,
+                 gain: float | None = None, clamp: float | None = None, dim: int = 1) -> torch.Tensor:
+    """Plain-PyTorch bias + activation: the oracle, the CPU path and the export path.
+
+    Computes in float32 (float64 for float64 input) and returns ``x.dtype``.
+    Differentiable to any order.
+
+    Args:
+        x: input tensor of any shape.
+        b: optional 1-D bias with ``x.shape[dim]`` entries.
+        act: "linear", "relu", "lrelu", "tanh", "sigmoid" or "silu".
+        alpha: negative slope of "lrelu".
+        gain: optional scale applied after the activation (None = 1).
+        clamp: optional bound: the result is clamped to [-clamp, clamp].
+        dim: dimension of ``x`` the bias runs along.
+    """
+    check_act(act)
+    cdt = torch.promote_types(x.dtype, torch.float32)
+    z = x.to(cdt)
+    if b is not None:
+        dim = dim % x.ndim
+        _check_bias(x, b, dim)
+        shape = [1] * x.ndim
+        shape[dim] = -1
+        z = z + b.to(cdt).reshape(shape)
+    z = act_ref(z, act, alpha)
+    if gain is not None and gain != 1:
+        z = z * float(gain)
+    if clamp is not None:
+        z = z.clamp(-float(clamp), float(clamp))
+    return z.to(x.dtype)
+
+
+def _check_bias(x: torch.Tensor, b: torch.Tensor, dim: int) -> None:
+    if b.ndim != 1 or b.shape[0] != x.shape[dim]:
+        raise ValueError(f"bias_act: bias of shape {tuple(b.shape)} does not match x.shape[{dim}] = {x.shape[dim]}")
+
+
+# ----------------------------------------------------------------------------- Triton kernels
+@jit
+def _bias_act_fwd_kernel(
+    x_ptr,  # input, dense (O, C, I) view, any float dtype
+    b_ptr,  # bias (C,), any float dtype; unused when HAS_BIAS is False
+    y_ptr,  # output, same layout and dtype as x
+    O, C, I, alpha, gain, clamp,
+    HAS_BIAS: tl.constexpr, ACT: tl.constexpr, HAS_CLAMP: tl.constexpr,
+    ROWS: tl.constexpr, BIG: tl.constexpr,
+    BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
+):
+    """One tile per program: y = clamp(act(x + b) * gain)."""
+    offs, mask, c = tile_offsets(tl.program_id(0) * BLOCK_O, tl.program_id(1) * BLOCK_C,
+                                 tl.program_id(2) * BLOCK_I, O, C, I, BLOCK_O, BLOCK_C, BLOCK_I, ROWS, BIG)
+    u = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        b = tl.load(b_ptr + c, mask=c < C, other=0.0).to(tl.float32)
+        u = u + per_channel(b, ROWS)
+    y = act_forward(u, alpha, ACT) * gain
+    if HAS_CLAMP:
+        y = tl.minimum(tl.maximum(y, -clamp), clamp)
+    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@jit
+def _bias_act_bwd_kernel(
+    dy_ptr,    # upstream gradient, same layout as x
+    x_ptr,     # saved input (O, C, I); unused when the derivative is a constant (linear, no clamp)
+    b_ptr,     # bias (C,); unused when HAS_BIAS is False
+    dx_ptr,    # output gradient of x, same layout and dtype as x; unused when NEED_DX is False
+    part_ptr,  # fp32 (G, C): per-group partial sums of dz (for the bias gradient); unused when NEED_DB is False
+    O, C, I, rows_per_group, alpha, gain, clamp,
+    HAS_BIAS: tl.constexpr, ACT: tl.constexpr, HAS_CLAMP: tl.constexpr,
+    NEED_DX: tl.constexpr, NEED_DB: tl.constexpr,
+    ROWS: tl.constexpr, BIG: tl.constexpr,
+    BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
+):
+    """Program (g, cb) walks rows [g * rows_per_group, +rows_per_group) of channel block cb:
+    dz = dy * d/du[clamp(act(u) * gain)], u = x + b; writes dx = dz and sums dz per channel."""
+    g = tl.program_id(0)
+    c0 = tl.program_id(1) * BLOCK_C
+    c = c0 + tl.arange(0, BLOCK_C)
+    if HAS_BIAS:
+        b = per_channel(tl.load(b_ptr + c, mask=c < C, other=0.0).to(tl.float32), ROWS)
+    if ROWS:
+        acc = tl.zeros([BLOCK_O, BLOCK_C], tl.float32)
+    else:
+        acc = tl.zeros([BLOCK_O, BLOCK_C, BLOCK_I], tl.float32)
+    o_start = g * rows_per_group
+    for o0 in range(o_start, o_start + rows_per_group, BLOCK_O):
+        for i0 in range(0, I, BLOCK_I):
+            offs, mask, c = tile_offsets(o0, c0, i0, O, C, I, BLOCK_O, BLOCK_C, BLOCK_I, ROWS, BIG)
+            dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            if ACT == 0 and not HAS_CLAMP:
+                dz = dy * gain
+            else:
+                u = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+                if HAS_BIAS:
+                    u = u + b
+                d = act_derivative(u, alpha, ACT) * gain
+                if HAS_CLAMP:  # torch.clamp passes the gradient where |y| <= clamp (bounds included)
+                    d = tl.where(tl.abs(act_forward(u, alpha, ACT) * gain) <= clamp, d, 0.0)
+                dz = dy * d
+            if NEED_DX:
+                tl.store(dx_ptr + offs, dz.to(dx_ptr.dtype.element_ty), mask=mask)
+            if NEED_DB:
+                acc += dz  # masked lanes loaded dy = 0, so they add 0
+    if NEED_DB:
+        tl.store(part_ptr + g * C + c, channel_sum(acc, ROWS), mask=c < C)
+
+
+# ----------------------------------------------------------------------------- launchers + custom ops
+def _bias_act_impl(x: torch.Tensor, b: torch.Tensor | None, act: int, alpha: float, gain: float,
+                   clamp: float | None, dim: int) -> torch.Tensor:
+    y = torch.empty_like(x)
+    if x.numel() == 0:
+        return y
+    view = ChannelView(x, dim)
+    plan = TilePlan(view, TUNING["tile_elementwise"], TUNING["max_block_c"])
+    launch(_bias_act_fwd_kernel, (plan.o_blocks, plan.c_blocks, plan.i_blocks),
+           x, x if b is None else b, y, view.O, view.C, view.I, alpha, gain, 0.0 if clamp is None else clamp,
+           HAS_BIAS=b is not None, ACT=act, HAS_CLAMP=clamp is not None, ROWS=view.rows, BIG=view.big,
+           BLOCK_O=plan.BLOCK_O, BLOCK_C=plan.BLOCK_C, BLOCK_I=plan.BLOCK_I, num_warps=TUNING["warps_elementwise"])
+    return y
+
+
+_bias_act_op = TritonOp("fastgan::bias_act", _bias_act_impl)
+
+
+def _bias_act_backward_impl(dy: torch.Tensor, x: torch.Tensor, b: torch.Tensor | None, act: int, alpha: float,
+                            gain: float, clamp: float | None, dim: int, need_dx: bool,
+                            need_db: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    dy = match_layout(dy, x)
+    dx = torch.empty_like(x) if need_dx else x.new_empty(0)
+    db = torch.empty_like(b) if (need_db and b is not None) else x.new_empty(0)
+    if x.numel() == 0 or not (need_dx or db.numel()):
+        return dx, db
+    view = ChannelView(x, dim)
+    plan = TilePlan(view, TUNING["tile_reduce"], TUNING["max_block_c"])
+    groups, rows_per_group = plan.split_rows(reduction_programs(x.device))
+    if not db.numel():  # no reduction: one tile per program
+        groups, rows_per_group = plan.o_blocks, plan.BLOCK_O
+    part = torch.empty((groups, view.C) if db.numel() else (0,), device=x.device, dtype=torch.float32)
+    launch(_bias_act_bwd_kernel, (groups, plan.c_blocks),
+           dy, x, x if b is None else b, dx if need_dx else dy, part if db.numel() else dy,
+           view.O, view.C, view.I, rows_per_group, alpha, gain, 0.0 if clamp is None else clamp,
+           HAS_BIAS=b is not None, ACT=act, HAS_CLAMP=clamp is not None, NEED_DX=need_dx,
+           NEED_DB=bool(db.numel()), ROWS=view.rows, BIG=view.big,
+           BLOCK_O=plan.BLOCK_O, BLOCK_C=plan.BLOCK_C, BLOCK_I=plan.BLOCK_I, num_warps=TUNING["warps_reduce"])
+    if db.numel():
+        sum_partials(part, db)
+    return dx, db
+
+
+_bias_act_backward_op = TritonOp("fastgan::bias_act_backward", _bias_act_backward_impl)
+
+
+def _bias_act_setup_context(ctx, inputs, output):
+    x, b, act, alpha, gain, clamp, dim = inputs
+    ctx.save_for_backward(x, b)
+    ctx.args = (act, alpha, gain, clamp, dim)
+
+
+def _bias_act_backward(ctx, dy):
+    refuse_double_backward("bias_act")
+    x, b = ctx.saved_tensors
+    need_dx, need_db = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    dx, db = _bias_act_backward_op(dy, x, b, *ctx.args, need_dx, need_db)
+    return (dx if need_dx else None), (db if need_db else None), None, None, None, None, None
+
+
+_bias_act_op.register_autograd(_bias_act_backward, _bias_act_setup_context)
+
+
+def bias_act_triton(x: torch.Tensor, b: torch.Tensor | None, act: str, alpha: float, gain: float | None,
+                    clamp: float | None, dim: int) -> torch.Tensor:
+    """The Triton path of :func:`bias_act` (same arguments, no ``impl``)."""
+    dim = dim % x.ndim
+    if b is not None:
+        _check_bias(x, b, dim)
+    x = dense_for_channels(x, dim)
+    return _bias_act_op(x, b, ACT_CODES[act], float(alpha), 1.0 if gain is None else float(gain),
+                        None if clamp is None else float(clamp), dim)
+
+
+# ----------------------------------------------------------------------------- public op
+def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, act: str = "linear", alpha: float = 0.2,
+             gain: float | None = None, clamp: float | None = None, dim: int = 1,
+             impl: str = "auto") -> torch.Tensor:
+    """Fused bias + activation (+ gain, + clamp), forward and backward in one pass each.
+
+    Args:
+        x: input tensor of any shape (contiguous or channels_last is fastest).
+        b: optional 1-D bias with ``x.shape[dim]`` entries.
+        act: "linear", "relu", "lrelu", "tanh", "sigmoid" or "silu".
+        alpha: negative slope of "lrelu".
+        gain: optional scale applied after the activation (None = 1).
+        clamp: optional bound: the result is clamped to [-clamp, clamp].
+        dim: dimension of ``x`` the bias runs along.
+        impl: "auto" (Triton on CUDA tensors when available, else reference),
+            "triton" or "ref". A process-wide ``use_impl`` override wins.
+    """
+    check_act(act)
+    if resolve_impl(impl, x, "bias_act") == "ref" or x.dtype == torch.float64:
+        return bias_act_ref(x, b, act, alpha, gain, clamp, dim)
+    return bias_act_triton(x, b, act, alpha, gain, clamp, dim)
+
+
+# ----------------------------------------------------------------------------- module
+class BiasAct(nn.Module):
+    """Learned bias + activation module (``bias_act`` with a bias parameter).
+
+    Args:
+        num_channels: size of the bias along ``dim``; None for no bias (activation only).
+        act: activation name (see ``bias_act``).
+        alpha: negative slope of "lrelu".
+        gain: optional scale after the activation.
+        clamp: optional clamp bound.
+        dim: dimension of the input the bias runs along.
+        impl: "auto", "triton" or "ref"; may be changed at any time via ``module.impl``.
+    """
+
+    def __init__(self, num_channels: int | None, act: str = "linear", alpha: float = 0.2,
+                 gain: float | None = None, clamp: float | None = None, dim: int = 1, impl: str = "auto"):
+        super().__init__()
+        self.act = check_act(act)
+        self.alpha = float(alpha)
+        self.gain = gain
+        self.clamp = clamp
+        self.dim = dim
+        self.impl = impl
+        if num_channels is None:
+            self.register_parameter("bias", None)
+        else:
+            self.bias = nn.Parameter(torch.zeros(int(num_channels)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return bias_act(x, self.bias, self.act, self.alpha, self.gain, self.clamp, self.dim, self.impl)
+
+    def extra_repr(self) -> str:
+        n = None if self.bias is None else self.bias.shape[0]
+        return (f"{n}, act={self.act!r}, alpha={self.alpha}, gain={self.gain}, clamp={self.clamp}, "
+                f"dim={self.dim}, impl={self.impl!r}")

@@ -1,0 +1,147 @@
+"""bias_act: Triton kernels (interpreter on CPU, compiled on a GPU) against the reference."""
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():  # must precede the first `import triton`
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+from fastgan.kernels import BiasAct, bias_act, bias_act_ref  # noqa: E402
+from fastgan.kernels import _common  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+needs_triton = pytest.mark.skipif(
+    not (_common.HAS_TRITON and (DEVICE == "cuda" or _common.TRITON_INTERPRETED)),
+    reason="needs triton (a GPU, or TRITON_INTERPRET=1 before triton is imported)")
+
+ACTS = ["linear", "relu", "lrelu", "tanh", "sigmoid", "silu"]
+# (shape, dim, channels_last)
+LAYOUTS = [
+    ((1, 3, 1, 1), 1, False),
+    ((3, 5, 7, 7), 1, False),
+    ((2, 17, 5, 3), 1, True),
+    ((3, 5, 7, 7), 1, True),
+    ((6, 10), 1, False),
+    ((5, 7, 3), 0, False),
+    ((5, 7, 3), -1, False),
+]
+
+
+def tol(dtype):
+    return dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+
+
+def make_input(shape, channels_last, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g).to(DEVICE, dtype)
+    return x.to(memory_format=torch.channels_last) if channels_last else x
+
+
+def run_both(x, b, dy, **kw):
+    """Forward + backward with impl='triton' and impl='ref'; returns ((y, dx, db), (y, dx, db))."""
+    out = []
+    for impl in ("triton", "ref"):
+        xx = x.detach().clone().requires_grad_(True)
+        bb = None if b is None else b.detach().clone().requires_grad_(True)
+        y = bias_act(xx, bb, impl=impl, **kw)
+        y.backward(dy)
+        out.append((y, xx.grad, None if bb is None else bb.grad))
+    return out
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("gain_clamp", [(None, None), (1.7, 0.6)])
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("shape,dim,channels_last", LAYOUTS)
+def test_matches_reference(shape, dim, channels_last, act, gain_clamp, dtype):
+    gain, clamp = gain_clamp
+    x = make_input(shape, channels_last, dtype)
+    b = torch.randn(shape[dim], generator=torch.Generator().manual_seed(1)).to(DEVICE)
+    dy = make_input(shape, channels_last, dtype, seed=2)
+    (y, dx, db), (y_ref, dx_ref, db_ref) = run_both(x, b, dy, act=act, alpha=0.2, gain=gain, clamp=clamp, dim=dim)
+    assert y.dtype == dtype and y.shape == x.shape and y.stride() == x.stride()
+    torch.testing.assert_close(y, y_ref, **tol(dtype))
+    torch.testing.assert_close(dx, dx_ref, **tol(dtype))
+    assert db.dtype == b.dtype
+    torch.testing.assert_close(db, db_ref, rtol=1e-4, atol=1e-4 if dtype == torch.float32 else 5e-2)
+
+
+@needs_triton
+@pytest.mark.parametrize("act", ["linear", "lrelu"])
+def test_no_bias_and_partial_grads(act):
+    x = make_input((3, 5, 7, 7), False, torch.float32)
+    dy = make_input((3, 5, 7, 7), False, torch.float32, seed=3)
+    (y, dx, _), (y_ref, dx_ref, _) = run_both(x, None, dy, act=act, gain=2.0)
+    torch.testing.assert_close(y, y_ref)
+    torch.testing.assert_close(dx, dx_ref)
+    # only the bias needs a gradient (x is a constant)
+    b = torch.randn(5, device=DEVICE)
+    grads = []
+    for impl in ("triton", "ref"):
+        bb = b.clone().requires_grad_(True)
+        bias_act(x, bb, act=act, impl=impl).backward(dy)
+        grads.append(bb.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-4)
+
+
+@needs_triton
+def test_many_groups_and_non_dense_input(monkeypatch):
+    # Small tiles + many programs: several loop iterations and a multi-row partial-sum combine.
+    monkeypatch.setitem(_common.TUNING, "tile_reduce", 16)
+    monkeypatch.setitem(_common.TUNING, "interp_programs", 7)
+    base = make_input((4, 9, 6, 10), False, torch.float32)
+    x = base[:, :, :, ::2]  # strided view: neither contiguous nor channels_last
+    b = torch.randn(9, device=DEVICE)
+    dy = make_input(tuple(x.shape), False, torch.float32, seed=4)
+    (y, dx, db), (y_ref, dx_ref, db_ref) = run_both(x, b, dy, act="silu", clamp=0.9)
+    torch.testing.assert_close(y, y_ref)
+    torch.testing.assert_close(dx, dx_ref)
+    torch.testing.assert_close(db, db_ref, rtol=1e-4, atol=1e-4)
+
+
+@needs_triton
+def test_module_and_custom_op_path(monkeypatch):
+    torch.manual_seed(0)
+    m = BiasAct(5, act="lrelu", alpha=0.1, gain=1.5).to(DEVICE)
+    with torch.no_grad():
+        m.bias.normal_()
+    x = make_input((3, 5, 4, 4), True, torch.float32)
+    outs = []
+    for impl, force_ops in (("triton", False), ("triton", True), ("ref", False)):
+        monkeypatch.setattr(_common, "FORCE_CUSTOM_OPS", force_ops)
+        m.impl = impl
+        m.bias.grad = None
+        xx = x.clone().requires_grad_(True)
+        m(xx).square().sum().backward()
+        outs.append((xx.grad, m.bias.grad))
+    for dx, db in outs[:2]:
+        torch.testing.assert_close(dx, outs[2][0])
+        torch.testing.assert_close(db, outs[2][1], rtol=1e-4, atol=1e-4)
+
+
+def test_reference_semantics():
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    b = torch.randn(3, dtype=torch.float64)
+    want = torch.nn.functional.leaky_relu(x + b.view(1, 3, 1, 1), 0.3) * 2.0
+    torch.testing.assert_close(bias_act_ref(x, b, "lrelu", 0.3, gain=2.0), want)
+    want = torch.tanh(x + b.view(1, 3, 1, 1)).clamp(-0.5, 0.5)
+    torch.testing.assert_close(bias_act_ref(x, b, "tanh", clamp=0.5), want)
+    torch.testing.assert_close(bias_act_ref(x, torch.ones(5, dtype=torch.float64), dim=-1), x + 1)
+    with pytest.raises(ValueError, match="activation"):
+        bias_act(x, b, act="gelu")
+    with pytest.raises(ValueError, match="does not match"):
+        bias_act_ref(x, torch.ones(4), dim=1)
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_reference_gradcheck_and_gradgradcheck(act):
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(2, 3, 2, 2, generator=g, dtype=torch.float64) + 0.05).requires_grad_(True)
+    b = torch.randn(3, generator=g, dtype=torch.float64).requires_grad_(True)
+    fn = lambda x, b: bias_act_ref(x, b, act, 0.2, gain=1.3, clamp=None)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x, b))
+    assert torch.autograd.gradgradcheck(fn, (x, b))
