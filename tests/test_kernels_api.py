@@ -4,21 +4,13 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
+from torch import nn
 
-if not torch.cuda.is_available():  # must precede the first `import triton`
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import pytest  # noqa: E402
-from torch import nn  # noqa: E402
-
-from fastgan import kernels as K  # noqa: E402
-from fastgan.kernels import _common  # noqa: E402
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-needs_triton = pytest.mark.skipif(
-    not (_common.HAS_TRITON and (DEVICE == "cuda" or _common.TRITON_INTERPRETED)),
-    reason="needs triton (a GPU, or TRITON_INTERPRET=1 before triton is imported)")
+from fastgan import kernels as K
+from fastgan.kernels import _common
+from kernel_helpers import DEVICE, needs_triton
 
 
 def test_use_impl_and_set_default_impl():

@@ -1,22 +1,12 @@
 """batch_norm_act: Triton kernels (interpreter on CPU, compiled on a GPU) against the reference."""
 
-import os
-
+import pytest
 import torch
+from torch import nn
 
-if not torch.cuda.is_available():  # must precede the first `import triton`
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import pytest  # noqa: E402
-from torch import nn  # noqa: E402
-
-from fastgan.kernels import BatchNormAct, batch_norm_act, batch_norm_act_ref  # noqa: E402
-from fastgan.kernels import _common  # noqa: E402
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-needs_triton = pytest.mark.skipif(
-    not (_common.HAS_TRITON and (DEVICE == "cuda" or _common.TRITON_INTERPRETED)),
-    reason="needs triton (a GPU, or TRITON_INTERPRET=1 before triton is imported)")
+from fastgan.kernels import BatchNormAct, batch_norm_act, batch_norm_act_ref
+from fastgan.kernels import _common
+from kernel_helpers import DEVICE, needs_triton
 
 SHAPES = [(2, 3, 1, 1), (3, 5, 7, 7), (2, 17, 5, 3), (3, 33, 4, 4), (7, 6), (5, 7, 11)]
 # (shape, channels_last): both layouts for 4-D shapes

@@ -1,21 +1,11 @@
 """bias_act: Triton kernels (interpreter on CPU, compiled on a GPU) against the reference."""
 
-import os
-
+import pytest
 import torch
 
-if not torch.cuda.is_available():  # must precede the first `import triton`
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import pytest  # noqa: E402
-
-from fastgan.kernels import BiasAct, bias_act, bias_act_ref  # noqa: E402
-from fastgan.kernels import _common  # noqa: E402
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-needs_triton = pytest.mark.skipif(
-    not (_common.HAS_TRITON and (DEVICE == "cuda" or _common.TRITON_INTERPRETED)),
-    reason="needs triton (a GPU, or TRITON_INTERPRET=1 before triton is imported)")
+from fastgan.kernels import BiasAct, bias_act, bias_act_ref
+from fastgan.kernels import _common
+from kernel_helpers import DEVICE, needs_triton
 
 ACTS = ["linear", "relu", "lrelu", "tanh", "sigmoid", "silu"]
 # (shape, dim, channels_last)

@@ -1,22 +1,12 @@
 """gan_loss: Triton kernel (interpreter on CPU, compiled on a GPU) against the reference."""
 
-import os
-
+import pytest
 import torch
+import torch.nn.functional as F
 
-if not torch.cuda.is_available():  # must precede the first `import triton`
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import pytest  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from fastgan.kernels import LOSS_KINDS, gan_loss, gan_loss_ref  # noqa: E402
-from fastgan.kernels import _common  # noqa: E402
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-needs_triton = pytest.mark.skipif(
-    not (_common.HAS_TRITON and (DEVICE == "cuda" or _common.TRITON_INTERPRETED)),
-    reason="needs triton (a GPU, or TRITON_INTERPRET=1 before triton is imported)")
+from fastgan.kernels import LOSS_KINDS, gan_loss, gan_loss_ref
+from fastgan.kernels import _common
+from kernel_helpers import DEVICE, needs_triton
 
 
 def logits(shape, dtype, seed=0):
