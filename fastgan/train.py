@@ -223,10 +223,10 @@ class Trainer:
         finally:
             self.D.requires_grad_(True)
         self._update_ema()
-        zero = torch.zeros((), device=self.device)
-        self.stats.add_(torch.stack([loss_d.detach().float(), loss_g.detach().float(),
-                                     d_real.detach().float().mean(), d_fake.detach().float().mean(),
-                                     zero + 1, zero, zero]))
+        # d_loss, g_loss, mean D(real), mean D(fake), step count: few small kernels (they add up in a graph)
+        self.stats[:4].add_(torch.stack([loss_d.detach().float(), loss_g.detach().float(),
+                                         d_real.detach().float().mean(), d_fake.detach().float().mean()]))
+        self.stats[4].add_(1.0)
 
     def reg_step(self) -> None:
         """Lazy R1 regularisation of D on real data (run every ``r1_every`` steps).
@@ -322,6 +322,8 @@ class Trainer:
         if self.cfg.r1_gamma > 0 and (self.step + 1) % self.cfg.r1_every == 0:
             self._reg_fn()
         self.step += 1
+        # Python state lives here, not in the step: a CUDA-graph replay runs no Python
+        self._ema_stats_stale = True
 
     def run_steps(self, n: int = 1) -> None:
         """Run ``n`` training iterations as :meth:`fit` does, without logging, samples or checkpoints.
