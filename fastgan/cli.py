@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="export a run's generator to ONNX and verify it with ONNX Runtime")
     e.add_argument("--run", required=True, help="run folder (or one checkpoint folder)")
     e.add_argument("--out", required=True, help="destination .onnx file")
-    e.add_argument("--fp16", action="store_true", help="store fp16 weights (parity tolerance 1e-2)")
+    e.add_argument("--fp16", action="store_true", help="fp16 weights and compute, fp32 inputs/outputs (parity tolerance 1e-2)")
+    e.add_argument("--no-verify", dest="verify", action="store_false", help="skip the ONNX Runtime parity check")
 
     v = sub.add_parser("eval", help="compute quality / mode-collapse metrics for a run or an ONNX generator")
     v.add_argument("--run", required=True, help="run folder, checkpoint folder, or exported .onnx file")
@@ -163,7 +164,7 @@ def _sample(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from .export import export_run, format_report
 
-    report = export_run(args.run, args.out, fp16=args.fp16)
+    report = export_run(args.run, args.out, fp16=args.fp16, verify=args.verify)
     print(format_report(report))
     return 0
 

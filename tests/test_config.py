@@ -27,7 +27,7 @@ def test_invalid_values_are_named(kw, needle):
 def test_defaults_validate_and_resolve():
     cfg = TrainConfig().validate()
     r = cfg.resolved()
-    assert (r.resolution, r.z_dim) == (32, 100)
+    assert (r.resolution, r.z_dim) == (16, 100)
     p = TrainConfig(data="grid25").resolved()
     assert p.z_dim == 2 and p.g_width and p.d_width
 
