@@ -6,7 +6,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.fastgan-installed
 
-.PHONY: install demo test test-fast bench bench-kernels bench-onnx quality clean
+.PHONY: install demo test bench bench-kernels bench-onnx quality gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -34,6 +34,9 @@ bench-onnx: install  ## ONNX Runtime vs eager PyTorch generator inference (CPU)
 
 quality: install  ## grid25/ring8 over 10 seeds against PacGAN's table
 	$(BIN)/python bench/quality.py
+
+gpu-check: install  ## on a CUDA machine: GPU tests + kernel and throughput benchmarks
+	bash bench/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -115,6 +115,7 @@ def _train(args: argparse.Namespace) -> int:
     else:
         cfg = TrainConfig(**given)
     trainer = Trainer(cfg)
+    print(f"fastgan: {trainer.engine.plan.summary()}", file=sys.stderr)
     if trainer.step >= trainer.cfg.steps:
         print(f"fastgan: run '{out}' already reached step {trainer.step} (raise --steps to train more)",
               file=sys.stderr)

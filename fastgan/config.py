@@ -79,9 +79,11 @@ class TrainConfig:
         eval_every: steps between metric evaluations during training (0 = off).
         eval_metrics: comma-separated metrics for ``eval_every``.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
-        mode: ``eager``, ``compile``, ``graph`` (whole step in a CUDA graph) or
-            ``fast`` (the quickest mode that works on the device).
-        amp: mixed precision: ``none``, ``bf16`` or ``fp16`` (with a scaler).
+        mode: ``eager``, ``compile``, ``graph`` (whole step in a CUDA graph;
+            needs CUDA) or ``fast`` (graph + bf16 + channels_last on a GPU,
+            eager fp32 on a CPU).
+        amp: mixed precision: ``none``, ``bf16`` or ``fp16`` (with a scaler;
+            needs CUDA); ``bf16`` on a GPU needs compute capability >= 8.0.
         channels_last: use the channels_last memory format for images.
         kernels: fused-kernel implementation for the models' ops:
             ``auto``, ``triton`` or ``ref``.
