@@ -38,6 +38,7 @@ from .benchmark_recipes import (PRESETS, RECIPES, BenchContext, Built, RecipeSki
                                 select_recipes, synthetic_data)
 from .benchmark_telemetry import Telemetry
 from .errors import ConfigError, FastGANError
+from .train import resolve_device
 
 SCHEMA = 1
 DEFAULT_THRESHOLD = 0.10
@@ -132,15 +133,7 @@ def list_text() -> str:
 
 
 # ---------------------------------------------------------------------------- running
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}") from None
+
 
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
@@ -149,7 +142,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     Args:
         args: parsed ``fastgan bench`` arguments.
     """
-    device = _resolve_device(args.device)
+    device = resolve_device(args.device)
     cuda = device.type == "cuda"
     d_preset, d_batches, d_steps, d_windows, d_warmup = GPU_DEFAULTS if cuda else CPU_DEFAULTS
     presets = [get_preset(n, args.width, args.z_dim) for n in (args.preset or [d_preset])]

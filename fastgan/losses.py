@@ -11,8 +11,8 @@ kind       D on real           D on fake           G (on fake)
 ``wgan``   -x                  x                   -x
 =========  ==================  ==================  ==================
 
-The per-term means go through ``fastgan.kernels.gan_loss`` (fused where
-available) when that op is importable, and plain PyTorch otherwise.
+The per-term means go through ``fastgan.kernels.gan_loss``: one fused pass
+over the logits with Triton on a GPU, its plain-PyTorch reference elsewhere.
 """
 
 from __future__ import annotations
@@ -21,17 +21,12 @@ import contextlib
 from typing import Callable, Optional
 
 import torch
-import torch.nn.functional as F
 
 from .config import LOSSES
 from .errors import ConfigError
 
-try:  # the fused op; the plain-PyTorch maths below stand in when it is absent
-    from fastgan.kernels import gan_loss as _kernel_gan_loss
-    from fastgan.kernels import use_impl as _use_impl
-except ImportError:  # pragma: no cover - depends on the build
-    _kernel_gan_loss = None
-    _use_impl = None
+from .kernels import gan_loss as _kernel_gan_loss
+from .kernels import use_impl as _use_impl
 
 
 def _check_kind(kind: str) -> None:
@@ -39,25 +34,9 @@ def _check_kind(kind: str) -> None:
         raise ConfigError(f"unknown loss {kind!r}; choose one of {', '.join(LOSSES)}")
 
 
-def _plain_gan_loss(logits: torch.Tensor, real: bool, kind: str) -> torch.Tensor:
-    x = logits.float()
-    if kind == "ns":
-        v = F.softplus(-x) if real else F.softplus(x)
-    elif kind == "lsgan":
-        v = (x - 1).square() if real else x.square()
-    elif kind == "hinge":
-        v = F.relu(1 - x) if real else F.relu(1 + x)
-    else:  # wgan
-        v = -x if real else x
-    return v.mean()
-
-
 def _term(logits: torch.Tensor, real: bool, kind: str) -> torch.Tensor:
     """Mean loss of ``logits`` treated as real (True) or fake (False)."""
-    fn: Optional[Callable] = _kernel_gan_loss
-    if fn is None:
-        return _plain_gan_loss(logits, real, kind)
-    return fn(logits, real, kind)
+    return _kernel_gan_loss(logits, real, kind)
 
 
 def d_loss(kind: str, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -146,7 +125,7 @@ def gradient_penalty(D: Callable, real: torch.Tensor, fake: torch.Tensor,
     eps = torch.rand((b,) + (1,) * (real.ndim - 1), generator=generator, device=real.device,
                      dtype=real.dtype)                                      # (B, 1, 1, 1)
     x_hat = torch.lerp(fake.detach(), real.detach(), eps).requires_grad_(True)   # (B, ...)
-    ctx = _use_impl("ref") if (ref_kernels and _use_impl is not None) else contextlib.nullcontext()
+    ctx = _use_impl("ref") if ref_kernels else contextlib.nullcontext()
     with ctx:
         logits = D(x_hat, labels)                                           # (B',)
     (grad,) = torch.autograd.grad(logits.float().sum(), x_hat, create_graph=True)

@@ -3,6 +3,7 @@
 import math
 
 import pytest
+from kernel_helpers import needs_triton
 import torch
 
 from fastgan import losses
@@ -37,12 +38,13 @@ G_EXPECTED = {
 }
 
 
-@pytest.fixture(params=["kernel", "plain"])
-def path(request, monkeypatch):
-    """Run each loss test through fastgan.kernels.gan_loss and through the plain fallback."""
-    if request.param == "plain":
-        monkeypatch.setattr(losses, "_kernel_gan_loss", None)
-    return request.param
+@pytest.fixture(params=["ref", pytest.param("triton", marks=needs_triton)])
+def path(request):
+    """Run each loss test through the reference and the Triton kernel (the interpreter on CPU)."""
+    from fastgan.kernels import use_impl
+
+    with use_impl(request.param):
+        yield request.param
 
 
 def test_hand_values_are_what_we_think():
