@@ -1,0 +1,215 @@
+"""Mode collapse on the 2-D mixtures: fastgan's defaults beside PacGAN's Table 1.
+
+Trains ``grid25`` (25 Gaussians, std 0.05) and ``ring8`` (8 Gaussians on the
+unit circle, std 0.01) once per seed with fastgan's default settings, draws
+2,500 samples from each trained generator and scores them as VEEGAN and PacGAN
+do (see :mod:`fastgan.metrics.modes`): modes captured, percentage of
+high-quality samples (within 3 std of the nearest mode), and the reverse KL of
+the captured-mode histogram against uniform. Prints mean +- standard error
+over seeds beside the published numbers and writes everything to JSON.
+
+    python bench/quality.py                       # 10 seeds each, 2 workers
+    python bench/quality.py --seeds 3 --set steps=1000 --set pack=2
+    python bench/quality.py --torch-init          # MLPs with PyTorch's default init
+
+``--torch-init`` re-initialises the MLPs' linear layers with PyTorch's default
+(Kaiming-uniform) initialisation before training instead of the DCGAN-style
+N(0, 0.02): it measures that proposed model change without editing the models.
+
+Runs are independent, so they are spread over ``--workers`` processes with one
+intra-op thread each (the MLPs are far too small to gain from threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import multiprocessing as mp
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# PacGAN (Lin et al., 2018), Table 1: mean over 10 runs, 2,500 samples each.
+PACGAN_TABLE1 = {
+    "grid25": {"GAN": (17.3, 94.8, 0.70), "PacGAN4": (24.8, 93.6, 0.04)},
+    "ring8": {"GAN": (6.3, 98.2, 0.45), "PacGAN2": (7.9, 95.6, 0.07)},
+}
+# What fastgan's defaults must reach (averaged over seeds).
+TARGETS = {
+    "grid25": {"modes": 24.8, "high_quality": 95.0, "reverse_kl": 0.04},
+    "ring8": {"modes": 8.0, "high_quality": 97.0, "reverse_kl": None},
+}
+N_SAMPLES = 2500
+
+
+def _parse_value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return text
+
+
+def _torch_default_init(trainer, seed: int) -> None:
+    """Give G and D PyTorch's default Linear initialisation (in place: the optimisers keep their tensors)."""
+    import torch
+
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for net in (trainer.G, trainer.D):
+            for m in net.modules():
+                if isinstance(m, torch.nn.Linear):
+                    m.reset_parameters()
+        if trainer.G_ema is not None:
+            trainer.G_ema.load_state_dict(trainer.G.state_dict())
+
+
+def one_run(job: dict) -> dict:
+    """Train one (dataset, seed) and score 2,500 samples; runs in a worker process."""
+    import torch
+
+    torch.set_num_threads(1)
+    import fastgan
+    from fastgan.metrics import mixture_mode_metrics
+
+    out = Path(job["tmp"]) / f"{job['data']}-{job['seed']}"
+    cfg = fastgan.TrainConfig(data=job["data"], out=str(out), seed=job["seed"], progress=False, device="cpu",
+                              sample_every=0, ckpt_every=0, **job["overrides"])
+    t0 = time.perf_counter()
+    trainer = fastgan.Trainer(cfg, resume=False)
+    if job["torch_init"]:
+        _torch_default_init(trainer, job["seed"])
+    trainer.fit()
+    train_s = time.perf_counter() - t0
+    x = trainer.sample(N_SAMPLES)
+    m = mixture_mode_metrics(x, trainer.data.modes.cpu(), trainer.data.mode_std)
+    shutil.rmtree(out, ignore_errors=True)
+    resolved = {k: getattr(trainer.cfg, k) for k in ("steps", "batch_size", "g_width", "d_width", "g_depth",
+                                                      "d_depth", "z_dim", "loss", "lr_g", "lr_d", "beta1",
+                                                      "beta2", "pack", "mbstd", "ema_decay", "spectral_norm",
+                                                      "r1_gamma", "gp_weight", "n_critic")}
+    return {"data": job["data"], "seed": job["seed"], "modes": m["modes"], "high_quality": 100 * m["high_quality"],
+            "reverse_kl": m["reverse_kl"], "seconds": round(train_s, 2), "config": resolved}
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (0 for a single value)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, math.sqrt(var / n)
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Per dataset: mean and standard error of each metric, and whether the target is met."""
+    out = {}
+    for data in sorted({r["data"] for r in runs}):
+        rs = [r for r in runs if r["data"] == data]
+        s = {k: mean_se([r[k] for r in rs]) for k in ("modes", "high_quality", "reverse_kl")}
+        t = TARGETS[data]
+        ok = s["modes"][0] >= t["modes"] - 1e-9 and s["high_quality"][0] >= t["high_quality"]
+        if t["reverse_kl"] is not None:
+            ok = ok and s["reverse_kl"][0] <= t["reverse_kl"]
+        out[data] = {"runs": len(rs), **{k: {"mean": v[0], "se": v[1]} for k, v in s.items()},
+                     "max_seconds": max(r["seconds"] for r in rs), "meets_target": ok}
+    return out
+
+
+def print_table(summary: dict) -> None:
+    def fmt(mean, se, digits):
+        return f"{mean:.{digits}f} +- {se:.{digits}f}" if math.isfinite(mean) else "inf"
+
+    print(f"{'data':<7} {'method':<18} {'modes':>16} {'high quality %':>18} {'reverse KL':>18}")
+    for data, s in summary.items():
+        for name, (modes, hq, kl) in PACGAN_TABLE1[data].items():
+            print(f"{data:<7} {'PacGAN paper ' + name:<18} {modes:>16.1f} {hq:>18.1f} {kl:>18.2f}")
+        row = (fmt(s["modes"]["mean"], s["modes"]["se"], 1), fmt(s["high_quality"]["mean"], s["high_quality"]["se"], 1),
+               fmt(s["reverse_kl"]["mean"], s["reverse_kl"]["se"], 3))
+        tag = "fastgan (ok)" if s["meets_target"] else "fastgan (MISSED)"
+        print(f"{data:<7} {tag:<18} {row[0]:>16} {row[1]:>18} {row[2]:>18}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seeds", type=int, default=10, help="runs per dataset (seeds 0..N-1; default 10)")
+    p.add_argument("--data", default="grid25,ring8", help="comma-separated datasets (default grid25,ring8)")
+    p.add_argument("--workers", type=int, default=2, help="parallel training processes (default 2)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a TrainConfig field (repeatable), e.g. --set steps=3000")
+    p.add_argument("--torch-init", action="store_true",
+                   help="re-initialise the MLPs with PyTorch's default init (see the module doc)")
+    p.add_argument("--out", default=None, help="JSON file (default bench/results/quality[-TAG].json)")
+    p.add_argument("--tag", default="", help="suffix of the default JSON name")
+    args = p.parse_args(argv)
+
+    import torch
+
+    import fastgan
+
+    overrides = {}
+    fields = {f.name for f in dataclasses.fields(fastgan.TrainConfig)}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or key not in fields:
+            p.error(f"--set expects FIELD=VALUE with a TrainConfig field, got {item!r}")
+        overrides[key] = _parse_value(value)
+    datasets = [d.strip() for d in args.data.split(",") if d.strip()]
+    for d in datasets:
+        if d not in TARGETS:
+            p.error(f"unknown dataset {d!r}; choose from {', '.join(TARGETS)}")
+
+    tmp = tempfile.mkdtemp(prefix="fastgan-quality-")
+    jobs = [{"data": d, "seed": s, "overrides": overrides, "tmp": tmp, "torch_init": args.torch_init}
+            for d in datasets for s in range(args.seeds)]
+    t0 = time.perf_counter()
+    try:
+        if args.workers > 1:
+            pool = mp.get_context("spawn").Pool(args.workers)
+            try:
+                runs = pool.map(one_run, jobs, chunksize=1)
+            finally:
+                pool.close()
+                pool.join()
+        else:
+            runs = [one_run(j) for j in jobs]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    wall = time.perf_counter() - t0
+
+    summary = summarise(runs)
+    print_table(summary)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"{len(runs)} runs in {wall:.0f} s wall ({args.workers} workers, {os.cpu_count()} CPUs, load average "
+          f"{load:.1f} at the end); overrides: {overrides or 'none (fastgan defaults)'}"
+          + ("; PyTorch default init" if args.torch_init else ""))
+    record = {
+        "benchmark": "2-D mixture mode collapse (PacGAN Table 1 protocol)",
+        "samples_per_run": N_SAMPLES, "overrides": overrides, "torch_default_init": args.torch_init,
+        "wall_seconds": round(wall, 1), "load_average_end": round(load, 2),
+        "workers": args.workers, "summary": summary, "pacgan_table1": PACGAN_TABLE1, "targets": TARGETS,
+        "runs": runs,
+        "env": {"fastgan": fastgan.__version__, "torch": torch.__version__, "python": platform.python_version(),
+                "machine": platform.machine(), "cpus": os.cpu_count(), "device": "cpu"},
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    dest = Path(args.out) if args.out else Path(__file__).parent / "results" / \
+        f"quality{'-' + args.tag if args.tag else ''}.json"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {dest}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
