@@ -53,6 +53,7 @@ class MLPGenerator(nn.Module):
         self.hidden = nn.Sequential(*layers)
         self.out = nn.Linear(d, out_dim)
         dcgan_init_(self, embed_std=1.0)
+        _default_linear_init_(self)
 
     def arch_config(self) -> dict:
         """Constructor kwargs that rebuild this network: ``type(G)(**G.arch_config())``."""
@@ -108,6 +109,7 @@ class MLPDiscriminator(nn.Module):
         self.out = nn.Linear(d + int(mbstd), 1)
         self.embed = nn.Embedding(num_classes, d) if num_classes > 0 else None
         dcgan_init_(self)
+        _default_linear_init_(self)
         for m in list(self.modules()):
             if isinstance(m, (nn.Linear, nn.Embedding)):
                 maybe_spectral_norm(m, spectral_norm)
@@ -139,3 +141,14 @@ class MLPDiscriminator(nn.Module):
             y = first_of_pack(labels, self.pack)            # (B',)
             logit = logit + (self.embed(y) * feat).sum(dim=1)
         return logit.float()
+
+
+def _default_linear_init_(module: nn.Module) -> None:
+    """PyTorch's default (Kaiming-uniform) init for every Linear layer.
+
+    NOTE: on grid25 the DCGAN init N(0, 0.02) left the small MLPs stuck on a few
+    modes far more often than PyTorch's default init did (bench/quality.py).
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            m.reset_parameters()
