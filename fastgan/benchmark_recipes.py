@@ -374,7 +374,7 @@ def fastgan_recipe(variant: FastganVariant) -> Callable[[BenchContext], Built]:
         except ConfigError as e:
             raise RecipeSkipped(str(e)) from None
         info = {"plan": trainer.engine.plan.summary(), "engine": trainer.engine.plan.to_dict(),
-                "ema": cfg.ema_decay > 0}
+                "ema": trainer.cfg.ema_decay > 0}
 
         def run(n: int) -> None:
             trainer.run_steps(n)
@@ -401,7 +401,9 @@ def _fastgan_config(ctx: BenchContext, **fields_):
     base = dict(data="grid25" if p.kind == "points" else "synthetic", out=ctx.workdir,
                 batch_size=ctx.batch_size, z_dim=p.z_dim, g_width=p.width, d_width=p.width,
                 g_depth=p.depth, d_depth=p.depth, resolution=p.img_size or None, loss="ns",
-                device=str(ctx.device), progress=False, seed=0)
+                device=str(ctx.device), progress=False, seed=0,
+                # the same work as the plain-PyTorch recipes: no R1, DCGAN's Adam, EMA kept
+                r1_gamma=0.0, lr_g=2e-4, lr_d=2e-4, ema_decay=0.999)
     base.update(fields_)
     return TrainConfig(**base)
 
