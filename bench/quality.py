@@ -10,11 +10,6 @@ over seeds beside the published numbers and writes everything to JSON.
 
     python bench/quality.py                       # 10 seeds each, 2 workers
     python bench/quality.py --seeds 3 --set steps=1000 --set pack=2
-    python bench/quality.py --torch-init          # MLPs with PyTorch's default init
-
-``--torch-init`` re-initialises the MLPs' linear layers with PyTorch's default
-(Kaiming-uniform) initialisation before training instead of the DCGAN-style
-N(0, 0.02): it measures that proposed model change without editing the models.
 
 Runs are independent, so they are spread over ``--workers`` processes with one
 intra-op thread each (the MLPs are far too small to gain from threads).
@@ -59,20 +54,6 @@ def _parse_value(text: str):
     return text
 
 
-def _torch_default_init(trainer, seed: int) -> None:
-    """Give G and D PyTorch's default Linear initialisation (in place: the optimisers keep their tensors)."""
-    import torch
-
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for net in (trainer.G, trainer.D):
-            for m in net.modules():
-                if isinstance(m, torch.nn.Linear):
-                    m.reset_parameters()
-        if trainer.G_ema is not None:
-            trainer.G_ema.load_state_dict(trainer.G.state_dict())
-
-
 def one_run(job: dict) -> dict:
     """Train one (dataset, seed) and score 2,500 samples; runs in a worker process."""
     import torch
@@ -86,8 +67,6 @@ def one_run(job: dict) -> dict:
                               sample_every=0, ckpt_every=0, **job["overrides"])
     t0 = time.perf_counter()
     trainer = fastgan.Trainer(cfg, resume=False)
-    if job["torch_init"]:
-        _torch_default_init(trainer, job["seed"])
     trainer.fit()
     train_s = time.perf_counter() - t0
     x = trainer.sample(N_SAMPLES)
@@ -147,8 +126,6 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=2, help="parallel training processes (default 2)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a TrainConfig field (repeatable), e.g. --set steps=3000")
-    p.add_argument("--torch-init", action="store_true",
-                   help="re-initialise the MLPs with PyTorch's default init (see the module doc)")
     p.add_argument("--out", default=None, help="JSON file (default bench/results/quality[-TAG].json)")
     p.add_argument("--tag", default="", help="suffix of the default JSON name")
     args = p.parse_args(argv)
@@ -170,8 +147,7 @@ def main(argv=None) -> int:
             p.error(f"unknown dataset {d!r}; choose from {', '.join(TARGETS)}")
 
     tmp = tempfile.mkdtemp(prefix="fastgan-quality-")
-    jobs = [{"data": d, "seed": s, "overrides": overrides, "tmp": tmp, "torch_init": args.torch_init}
-            for d in datasets for s in range(args.seeds)]
+    jobs = [{"data": d, "seed": s, "overrides": overrides, "tmp": tmp} for d in datasets for s in range(args.seeds)]
     t0 = time.perf_counter()
     try:
         if args.workers > 1:
@@ -191,11 +167,10 @@ def main(argv=None) -> int:
     print_table(summary)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"{len(runs)} runs in {wall:.0f} s wall ({args.workers} workers, {os.cpu_count()} CPUs, load average "
-          f"{load:.1f} at the end); overrides: {overrides or 'none (fastgan defaults)'}"
-          + ("; PyTorch default init" if args.torch_init else ""))
+          f"{load:.1f} at the end); overrides: {overrides or 'none (fastgan defaults)'}")
     record = {
         "benchmark": "2-D mixture mode collapse (PacGAN Table 1 protocol)",
-        "samples_per_run": N_SAMPLES, "overrides": overrides, "torch_default_init": args.torch_init,
+        "samples_per_run": N_SAMPLES, "overrides": overrides,
         "wall_seconds": round(wall, 1), "load_average_end": round(load, 2),
         "workers": args.workers, "summary": summary, "pacgan_table1": PACGAN_TABLE1, "targets": TARGETS,
         "runs": runs,
