@@ -1,5 +1,6 @@
 """Small configs shared by the tests (tiny networks so CPU runs take seconds)."""
 
+import pytest
 import torch
 
 from fastgan import TrainConfig
@@ -22,3 +23,12 @@ def tiny_images(out, **kw) -> TrainConfig:
 def state_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one intra-op thread is as fast and does not spin against a busy neighbour core."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

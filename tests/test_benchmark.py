@@ -4,6 +4,7 @@ import copy
 import json
 
 import pytest
+from helpers import one_thread  # noqa: F401  (fixture)
 import torch
 
 from fastgan import benchmark
@@ -69,12 +70,8 @@ def test_cpu_run_writes_well_formed_json_and_table(cpu_run):
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is as fast and does not spin against a busy neighbour core."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_thread):
+    """Every test here runs torch with one intra-op thread (see helpers.one_thread)."""
 
 
 def _faster(report, factor):

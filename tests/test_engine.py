@@ -10,6 +10,7 @@ change only the order of additions inside convolutions: 1e-4 over 10 steps.
 import dataclasses
 
 import pytest
+from helpers import one_thread  # noqa: F401  (fixture)
 import torch
 import torch.nn.functional as F
 
@@ -22,12 +23,8 @@ AOT = EngineOptions(compile_backend="aot_eager", compile_fullgraph=True)
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is as fast and does not spin against a busy neighbour core."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_thread):
+    """Every test here runs torch with one intra-op thread (see helpers.one_thread)."""
 
 
 def _losses(tr: Trainer, steps: int) -> torch.Tensor:
