@@ -130,6 +130,8 @@ class Trainer:
         if points and self.cfg.augment_list():
             raise ConfigError("image augmentations do not apply to 2-D point data; leave augment empty")
         self.num_classes = self.data.num_classes if self.cfg.conditional else 0
+        if self.cfg.eval_every:
+            self._check_eval_metrics()
 
         # ---- networks (seeded), EMA copy, optimisers
         torch.manual_seed(self.cfg.seed)
@@ -304,7 +306,8 @@ class Trainer:
                     self.save_samples()
                 if cfg.ckpt_every and self.step % cfg.ckpt_every == 0 and not last:
                     self.save_checkpoint()
-                if not math.isfinite(self.history[-1]["d_loss"] if self.history else 0.0):
+                # the last loss record (evaluation records carry no losses)
+                if not math.isfinite(next((r["d_loss"] for r in reversed(self.history) if "d_loss" in r), 0.0)):
                     bar.close()
                     raise TrainingError(f"losses became non-finite at step {self.step}; the last checkpoint "
                                         "is kept; try a lower learning rate or --amp none")
@@ -389,6 +392,14 @@ class Trainer:
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(rec) + "\n")
         return rec
+
+    def _check_eval_metrics(self) -> None:
+        """Refuse unknown or inapplicable ``eval_metrics`` before training, not at the first evaluation."""
+        try:
+            from .metrics import check_metrics
+        except ImportError:
+            return  # _evaluate warns and skips
+        check_metrics(self.data, self.cfg.eval_metrics)
 
     def _evaluate(self) -> Optional[dict[str, Any]]:
         try:

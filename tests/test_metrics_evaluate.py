@@ -259,3 +259,27 @@ def test_evaluate_cli_on_a_trained_run(tmp_path, capsys):
     saved = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert saved["data"] == "grid25" and set(saved["metrics"]) == {"modes", "num_modes", "high_quality", "reverse_kl"}
     assert "num_modes" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ evaluation during training
+def test_eval_every_logs_metrics_and_plots(tmp_path):
+    import fastgan
+    from helpers import tiny_points
+
+    fastgan.Trainer(tiny_points(tmp_path / "run", eval_every=6, eval_metrics="modes")).fit()
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = [rec for rec in lines if "eval" in rec]
+    assert [rec["step"] for rec in evals] == [6, 12]
+    assert all(rec["eval"]["num_modes"] == 25 for rec in evals)
+    assert (tmp_path / "run" / "history.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("metrics, message", [("modez", "unknown metric 'modez'"),
+                                              ("classes", "needs digits or stacked_digits")])
+def test_bad_eval_metrics_fail_before_training(tmp_path, metrics, message):
+    import fastgan
+    from helpers import tiny_points
+
+    with pytest.raises(ConfigError, match=message):
+        fastgan.Trainer(tiny_points(tmp_path / "run", eval_every=6, eval_metrics=metrics))
+    assert not (tmp_path / "run" / "checkpoints").exists()
