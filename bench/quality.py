@@ -149,18 +149,30 @@ def main(argv=None) -> int:
     tmp = tempfile.mkdtemp(prefix="fastgan-quality-")
     jobs = [{"data": d, "seed": s, "overrides": overrides, "tmp": tmp} for d in datasets for s in range(args.seeds)]
     t0 = time.perf_counter()
+    runs: list[dict] = []
+
+    def report(run: dict) -> None:  # one line per finished run: the benchmark takes minutes
+        runs.append(run)
+        print(f"[{len(runs)}/{len(jobs)}] {run['data']} seed {run['seed']}: {run['modes']} modes, "
+              f"{run['high_quality']:.1f}% high quality, reverse KL {run['reverse_kl']:.3f} "
+              f"({run['seconds']:.0f} s; {time.perf_counter() - t0:.0f} s elapsed)", flush=True)
+
+    print(f"training {len(jobs)} runs on {args.workers} worker(s)...", flush=True)
     try:
         if args.workers > 1:
             pool = mp.get_context("spawn").Pool(args.workers)
             try:
-                runs = pool.map(one_run, jobs, chunksize=1)
+                for run in pool.imap_unordered(one_run, jobs, chunksize=1):
+                    report(run)
             finally:
                 pool.close()
                 pool.join()
         else:
-            runs = [one_run(j) for j in jobs]
+            for job in jobs:
+                report(one_run(job))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    runs.sort(key=lambda r: (r["data"], r["seed"]))
     wall = time.perf_counter() - t0
 
     summary = summarise(runs)

@@ -96,3 +96,22 @@ def test_bad_output_suffix_keeps_nothing_half_written(tmp_path, capsys):
 def test_python_dash_m_and_version():
     r = _fastgan("--version")
     assert r.returncode == 0 and r.stdout.startswith("fastgan ")
+
+
+@pytest.mark.parametrize("data, omp, expect_one", [("ring8", None, True), ("ring8", "2", False),
+                                                   ("digits", None, False)])
+def test_point_runs_use_one_cpu_thread_unless_told(tmp_path, monkeypatch, data, omp, expect_one):
+    import torch
+
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    args = ["train", "--data", data, "--steps", "1", "--out", str(tmp_path / "run"), "--batch_size", "8",
+            "--g_width", "8", "--d_width", "8", "--sample_every", "0", "--no-progress", "--device", "cpu"]
+    if data == "digits":
+        args += ["--resolution", "16", "--z_dim", "8"]
+    assert main(args) == 0
+    assert calls == ([1] if expect_one else [])
