@@ -35,7 +35,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -372,8 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     result = run(models, [int(b) for b in a.batches.split(",")], variants, a.threads, a.rounds,
                  a.round_seconds, a.warmup)
     out = Path(a.out) if a.out else RESULTS / f"onnx_cpu_{slug(result['cpu'])}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    from fastgan.benchmark import write_results
+
+    write_results(result, str(out))
     print(f"wrote {out}")
     return 0
 

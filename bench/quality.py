@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import multiprocessing as mp
 import os
@@ -133,6 +132,7 @@ def main(argv=None) -> int:
     import torch
 
     import fastgan
+    from fastgan.benchmark import write_results
 
     overrides = {}
     fields = {f.name for f in dataclasses.fields(fastgan.TrainConfig)}
@@ -192,8 +192,7 @@ def main(argv=None) -> int:
     }
     dest = Path(args.out) if args.out else Path(__file__).parent / "results" / \
         f"quality{'-' + args.tag if args.tag else ''}.json"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(json.dumps(record, indent=2) + "\n")
+    write_results(record, str(dest))
     print(f"wrote {dest}")
     return 0
 
