@@ -298,6 +298,10 @@ class Trainer:
                 last = self.step == total or self._stop_requested
                 if self.step % cfg.log_every == 0 or last:
                     rec = self._log(window_t0, window_step)
+                    if not math.isfinite(rec["d_loss"]):  # before any sample or checkpoint of this step
+                        bar.close()
+                        raise TrainingError(f"losses became non-finite at step {self.step}; the last checkpoint "
+                                            "is kept; try a lower learning rate or --amp none")
                     bar.set_postfix(d=f"{rec['d_loss']:.3f}", g=f"{rec['g_loss']:.3f}", refresh=False)
                     window_t0, window_step = time.perf_counter(), self.step
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and not last:
@@ -306,11 +310,6 @@ class Trainer:
                     self.save_samples()
                 if cfg.ckpt_every and self.step % cfg.ckpt_every == 0 and not last:
                     self.save_checkpoint()
-                # the last loss record (evaluation records carry no losses)
-                if not math.isfinite(next((r["d_loss"] for r in reversed(self.history) if "d_loss" in r), 0.0)):
-                    bar.close()
-                    raise TrainingError(f"losses became non-finite at step {self.step}; the last checkpoint "
-                                        "is kept; try a lower learning rate or --amp none")
         bar.close()
         if self._stop_requested:
             warnings.warn(f"training interrupted at step {self.step}; checkpoint saved, rerun to continue")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import fastgan
-from fastgan import CheckpointError, ConfigError, Trainer
+from fastgan import CheckpointError, ConfigError, Trainer, TrainingError
 from fastgan import checkpoint as ckpt_mod
 from helpers import state_equal, tiny_images, tiny_points
 
@@ -221,3 +221,19 @@ def test_load_generator(tmp_path):
     bogus.write_text("hello")
     with pytest.raises(CheckpointError, match="not a readable fastgan checkpoint"):
         fastgan.load_generator(bogus)
+
+
+def test_non_finite_losses_stop_before_a_checkpoint_of_that_step(tmp_path):
+    tr = Trainer(tiny_points(tmp_path / "run", steps=12, log_every=4, ckpt_every=4))
+    step_fn = tr._step_fn
+
+    def poisoned_after_step_6():
+        step_fn()
+        if tr.step >= 6:                       # the stats of the step ending at 8 turn NaN
+            tr.stats.fill_(float("nan"))
+
+    tr._step_fn = poisoned_after_step_6
+    with pytest.raises(TrainingError, match="non-finite at step 8"):
+        tr.fit()
+    ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert ckpts == ["step_00000004"]      # no checkpoint of the non-finite step 8
