@@ -203,7 +203,7 @@ def resolve_plan(cfg, device: torch.device, options: Optional[EngineOptions] = N
     capability >= 8.0. ``mode="fast"`` picks, on CUDA, graph capture (when
     this torch supports it) with bf16 (fp16 with a gradient scaler below
     capability 8.0, fp32 below 7.0), channels_last, the Triton kernels and
-    fused capturable Adam; on the CPU the eager reference path in fp32.
+    fused capturable Adam; on the CPU the eager reference path in fp32 (with fused Adam).
 
     Args:
         cfg: the :class:`~fastgan.TrainConfig` (its mode, amp, channels_last, kernels).
@@ -239,7 +239,7 @@ def resolve_plan(cfg, device: torch.device, options: Optional[EngineOptions] = N
     return EnginePlan(
         requested=cfg.mode, mode=mode, amp=amp, channels_last=channels_last,
         kernels=_resolved_kernels(cfg.kernels, device), device_type=device.type,
-        fused_adam=cuda, capturable=capturable, compile_pieces=compile_pieces,
+        fused_adam=device.type in ("cuda", "cpu"), capturable=capturable, compile_pieces=compile_pieces,
         compile_backend=opts.compile_backend, compile_mode=opts.compile_mode,
         compile_fullgraph=opts.compile_fullgraph, pad_channels=opts.pad_channels,
         warmup_steps=opts.warmup_steps, cudnn_benchmark=cuda and opts.cudnn_benchmark, notes=tuple(notes))
@@ -283,6 +283,7 @@ class Engine:
         self.device = device
         self._captured: list = []
         self._opt_flags: dict[int, dict[str, Any]] = {}
+        self._tensor_lr: dict[int, bool] = {}
         if plan.cudnn_benchmark and not torch.backends.cudnn.deterministic:
             torch.backends.cudnn.benchmark = True
 
@@ -325,18 +326,44 @@ class Engine:
 
     # -------------------------------------------------------------- optimisers
     def make_optimizer(self, params: Iterable[torch.Tensor], lr: float,
-                       betas: tuple[float, float]) -> torch.optim.Adam:
-        """Adam as the plan asks: fused on CUDA, capturable in graph mode, torch's default on CPU.
+                       betas: tuple[float, float], *, scheduled: bool = False) -> torch.optim.Adam:
+        """Adam as the plan asks: fused (one multi-tensor kernel) on CUDA and CPU, capturable in graph mode.
 
         Args:
             params: the parameters to optimise.
             lr: learning rate.
             betas: Adam betas.
+            scheduled: the learning rate will change during training (see
+                :meth:`set_lr`). A captured CUDA graph bakes a float learning
+                rate into its kernels, so capturable Adam then keeps it in a
+                device tensor that :meth:`set_lr` updates in place.
         """
-        flags = dict(fused=True, capturable=self.plan.capturable) if self.plan.device_type == "cuda" else {}
-        opt = torch.optim.Adam(params, lr=lr, betas=betas, **flags)
+        flags: dict[str, Any] = {}
+        if self.plan.fused_adam:
+            flags["fused"] = True
+        if self.plan.device_type == "cuda":
+            flags["capturable"] = self.plan.capturable
+        lr_arg: Any = lr
+        if scheduled and self.plan.capturable:
+            lr_arg = torch.tensor(float(lr), dtype=torch.float32, device=self.device)
+        opt = torch.optim.Adam(params, lr=lr_arg, betas=betas, **flags)
         self._opt_flags[id(opt)] = {k: opt.param_groups[0][k] for k in ("fused", "capturable", "foreach")}
+        self._tensor_lr[id(opt)] = torch.is_tensor(lr_arg)
         return opt
+
+    @staticmethod
+    def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+        """Set every group's learning rate (in place when it lives in a tensor, so captured graphs see it).
+
+        Args:
+            opt: an optimiser made by :meth:`make_optimizer`.
+            lr: the new learning rate.
+        """
+        for group in opt.param_groups:
+            if torch.is_tensor(group["lr"]):
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
 
     def make_scaler(self) -> Optional[torch.amp.GradScaler]:
         """A gradient scaler for fp16 (``None`` otherwise); its state stays on the device.
@@ -382,8 +409,11 @@ class Engine:
         if flags is None:
             return
         on_device = bool(flags["fused"] or flags["capturable"])
+        tensor_lr = self._tensor_lr.get(id(opt), False)
         for group in opt.param_groups:
             group.update(flags)
+            lr = float(group["lr"])
+            group["lr"] = torch.tensor(lr, dtype=torch.float32, device=self.device) if tensor_lr else lr
             for p in group["params"]:
                 st = opt.state.get(p)
                 if st and torch.is_tensor(st.get("step")):

@@ -145,8 +145,10 @@ class Trainer:
         if self.cfg.ema_decay > 0:
             self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         betas = (self.cfg.beta1, self.cfg.beta2)
-        self.opt_g = self.engine.make_optimizer(self.G.parameters(), lr=self.cfg.lr_g, betas=betas)
-        self.opt_d = self.engine.make_optimizer(self.D.parameters(), lr=self.cfg.lr_d, betas=betas)
+        scheduled = bool(self.cfg.lr_decay)
+        self.schedule_steps = self.cfg.steps  # the lr schedule spans the configured run, whatever fit() is asked
+        self.opt_g = self.engine.make_optimizer(self.G.parameters(), lr=self.cfg.lr_g, betas=betas, scheduled=scheduled)
+        self.opt_d = self.engine.make_optimizer(self.D.parameters(), lr=self.cfg.lr_d, betas=betas, scheduled=scheduled)
         self.scaler_g = self.engine.make_scaler()   # fp16 only, else None
         self.scaler_d = self.engine.make_scaler()
 
@@ -267,6 +269,11 @@ class Trainer:
         in ``samples/`` and checkpoints in ``checkpoints/``. Ctrl-C stops after
         the current step and saves a checkpoint (a second Ctrl-C aborts).
 
+        The learning-rate decay (``lr_decay``) spans the ``steps`` the Trainer
+        was built with, so stopping early with ``fit(n)`` and resuming later
+        follows the same schedule as one uninterrupted run; beyond that run the
+        rates stay at ``lr_decay_to`` times their value.
+
         Args:
             steps: total number of steps to reach (a resumed run continues from its step).
 
@@ -320,6 +327,10 @@ class Trainer:
 
     def _iteration(self) -> None:
         """One training iteration as the engine runs it (plus R1 when due); ``step`` += 1."""
+        if self.cfg.lr_decay:  # the schedule follows the step, so a resumed run picks it up where it was
+            f = self.cfg.lr_factor(self.step, self.schedule_steps)
+            self.engine.set_lr(self.opt_g, self.cfg.lr_g * f)
+            self.engine.set_lr(self.opt_d, self.cfg.lr_d * f)
         self._step_fn()
         if self.cfg.r1_gamma > 0 and (self.step + 1) % self.cfg.r1_every == 0:
             self._reg_fn()

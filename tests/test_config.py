@@ -17,6 +17,11 @@ from fastgan import ConfigError, TrainConfig
     (dict(amp="fp8"), "unknown amp"),
     (dict(device="tpu"), "unknown device"),
     (dict(augment_p=1.5), "augment_p"),
+    (dict(beta1=1.0), "beta1"),
+    (dict(beta2=-0.1), "beta2"),
+    (dict(lr_decay=1.5), "lr_decay must be a fraction"),
+    (dict(lr_decay=float("nan")), "lr_decay must be a fraction"),
+    (dict(lr_decay_to=2.0), "lr_decay_to"),
 ])
 def test_invalid_values_are_named(kw, needle):
     with pytest.raises(ConfigError, match=needle) as e:
@@ -50,3 +55,23 @@ def test_turning_a_penalty_on_changes_the_discriminator():
     a = TrainConfig().resolved()
     assert a.incompatible_with(TrainConfig(r1_gamma=1.0).resolved()) == ["r1_gamma"]
     assert TrainConfig(r1_gamma=1.0).incompatible_with(TrainConfig(r1_gamma=5.0)) == []
+
+
+def test_adam_and_schedule_defaults_per_data_kind():
+    img, pts = TrainConfig().resolved(), TrainConfig(data="ring8").resolved()
+    assert (img.beta1, img.beta2, img.lr_decay) == (0.5, 0.999, 0.0)
+    assert (pts.beta1, pts.beta2, pts.lr_decay) == (0.0, 0.99, 0.5)
+    assert TrainConfig(data="ring8", beta1=0.5, lr_decay=0.0).resolved().beta1 == 0.5
+
+
+def test_lr_factor_is_flat_then_linear_down_to_the_floor():
+    cfg = TrainConfig(data="grid25", steps=100, lr_decay=0.5, lr_decay_to=0.1).resolved()
+    f = [cfg.lr_factor(s) for s in range(100)]
+    assert f[:51] == [1.0] * 51                       # the first half (steps 0..50) is flat
+    assert f[99] == pytest.approx(0.1) and cfg.lr_factor(500) == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(f, f[1:]))
+    steps = [f[i] - f[i + 1] for i in range(50, 99)]  # equal decrements: linear
+    assert max(steps) == pytest.approx(min(steps))
+    assert cfg.lr_factor(99, steps=200) == 1.0        # a longer run decays later
+    assert TrainConfig(steps=100, lr_decay=0.0).lr_factor(99) == 1.0
+    assert TrainConfig(data="grid25", steps=10, lr_decay=1.0, lr_decay_to=0.0).lr_factor(9) == 0.0

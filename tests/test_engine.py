@@ -7,6 +7,7 @@ the machine these tests were written on); channels_last and channel padding
 change only the order of additions inside convolutions: 1e-4 over 10 steps.
 """
 
+import copy
 import dataclasses
 
 import pytest
@@ -70,7 +71,7 @@ def test_fast_on_cpu_is_the_eager_reference_path(tmp_path):
     plan = fast.engine.plan
     assert (plan.requested, plan.mode, plan.amp, plan.channels_last, plan.kernels) == \
         ("fast", "eager", "none", False, "ref")
-    assert not plan.fused_adam and not plan.capturable and not plan.compile_pieces
+    assert plan.fused_adam and not plan.capturable and not plan.compile_pieces
     assert plan.summary().startswith("fast -> eager, fp32") and plan.notes
     eager = Trainer(tiny_images(tmp_path / "eager"))
     torch.testing.assert_close(_losses(fast, 3), _losses(eager, 3), rtol=0, atol=0)
@@ -210,6 +211,46 @@ def test_optimizer_flags_survive_a_foreign_state_dict(tmp_path):
     steps = [s["step"] for s in tr.opt_d.state.values()]
     assert steps and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in steps)
     tr.run_steps(1)
+
+
+def test_fused_cpu_adam_matches_the_reference_adam():
+    """The fast path (one fused multi-tensor kernel) against torch's reference for-loop Adam."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.LeakyReLU(0.2), torch.nn.Linear(16, 1))
+    ref = copy.deepcopy(net)
+    tr_plan = resolve_plan(tiny_points("unused"), torch.device("cpu"))
+    from fastgan.engine import Engine
+    fast_opt = Engine(tr_plan, torch.device("cpu")).make_optimizer(net.parameters(), lr=2e-3, betas=(0.0, 0.99))
+    assert fast_opt.param_groups[0]["fused"]
+    ref_opt = torch.optim.Adam(ref.parameters(), lr=2e-3, betas=(0.0, 0.99), foreach=False)
+    for i in range(20):
+        x = torch.randn(32, 5)
+        for m, o in ((net, fast_opt), (ref, ref_opt)):
+            o.zero_grad()
+            m(x).square().mean().backward()
+            o.step()
+        for a, b in zip(net.parameters(), ref.parameters()):
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-6)
+    for a, b in zip(net.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_set_lr_updates_a_tensor_lr_in_place_and_loading_keeps_its_kind(tmp_path):
+    """A captured graph reads the lr tensor it was captured with: it must be filled, never replaced."""
+    tr = Trainer(tiny_points(tmp_path / "r"))
+    eng, opt = tr.engine, tr.opt_g
+    lr_t = torch.tensor(1e-3)
+    opt.param_groups[0]["lr"] = lr_t
+    eng.set_lr(opt, 5e-4)
+    assert opt.param_groups[0]["lr"] is lr_t and lr_t.item() == pytest.approx(5e-4)
+    eng._tensor_lr[id(opt)] = True           # as made by make_optimizer(scheduled=True) in graph mode
+    opt.load_state_dict(dict(opt.state_dict(), param_groups=[dict(g, lr=3e-4) for g in opt.state_dict()["param_groups"]]))
+    eng.after_optimizer_load(opt)
+    lr = opt.param_groups[0]["lr"]
+    assert torch.is_tensor(lr) and lr.item() == pytest.approx(3e-4)
+    eng._tensor_lr[id(opt)] = False
+    eng.after_optimizer_load(opt)
+    assert opt.param_groups[0]["lr"] == pytest.approx(3e-4) and not torch.is_tensor(opt.param_groups[0]["lr"])
 
 
 def test_run_steps_counts_iterations_and_r1(tmp_path):

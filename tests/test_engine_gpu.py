@@ -87,6 +87,20 @@ def test_graph_replays_bitwise_equal_to_eager(tmp_path, images, deterministic, a
     assert torch.equal(eager.sample(8), graph.sample(8))
 
 
+def test_graph_follows_the_lr_decay_like_eager(tmp_path, images, deterministic):
+    """The captured Adam reads its learning rate from a device tensor that the schedule fills in place."""
+    eager = Trainer(_cfg(tmp_path / "e", mode="eager", lr_decay=0.8, lr_decay_to=0.0), data=images,
+                    engine_options=EngineOptions(capturable=True))
+    graph = Trainer(_cfg(tmp_path / "g", mode="graph", lr_decay=0.8, lr_decay_to=0.0), data=images)
+    assert torch.is_tensor(graph.opt_g.param_groups[0]["lr"])
+    eager.run_steps(10)
+    graph.run_steps(10)
+    torch.cuda.synchronize()
+    assert graph.engine.graphs_captured == 1
+    assert graph.opt_g.param_groups[0]["lr"].item() == 0.0
+    _assert_same_training_state(eager, graph)
+
+
 def test_graph_mode_with_every_augmentation_trains(tmp_path, images):
     tr = Trainer(_cfg(tmp_path / "r", mode="graph", amp=_amp_or_skip("bf16"),
                       augment="color,translation,cutout,flip,rot90,scale", augment_p=0.5), data=images)
