@@ -87,6 +87,18 @@ class GanData:
         else:
             self.channels, self.resolution = None, None
 
+    @property
+    def scale(self) -> float:
+        """Coordinate scale of point data: the root-mean-square coordinate
+        (sqrt(mean(modes^2) + mode_std^2)); 1.0 for images.
+
+        The MLPs divide points by it, so every mixture reaches them at unit
+        scale (grid25: 2.83, ring8: 0.71).
+        """
+        if self.kind != "points":
+            return 1.0
+        return float((self.modes.double().pow(2).mean() + self.mode_std ** 2).sqrt())
+
     def __len__(self) -> int:
         """Number of images (a nominal size for the endless 2-D mixtures)."""
         return int(self.images.shape[0]) if self.images is not None else POINTS_NOMINAL_SIZE

@@ -135,7 +135,8 @@ class Trainer:
 
         # ---- networks (seeded), EMA copy, optimisers
         torch.manual_seed(self.cfg.seed)
-        G, D = build_models(self.cfg, channels=self.data.channels, num_classes=self.num_classes, points=points)
+        G, D = build_models(self.cfg, channels=self.data.channels, num_classes=self.num_classes, points=points,
+                            point_scale=self.data.scale)
         self.G: nn.Module = (generator if generator is not None else G).to(self.device)
         self.D: nn.Module = (discriminator if discriminator is not None else D).to(self.device)
         self.engine.prepare_networks(self.G, self.D)  # memory format, kernels (before the EMA copy)
@@ -236,7 +237,9 @@ class Trainer:
         """Lazy R1 regularisation of D on real data (run every ``r1_every`` steps).
 
         The penalty is scaled by ``r1_every`` so its average strength equals
-        ``r1_gamma / 2 * E||grad D(x)||^2`` applied every step.
+        ``r1_gamma / 2 * E||grad D(x)||^2`` applied every step. For point data
+        the gradient is taken in the MLP's unit-scale coordinates (x / scale),
+        so ``r1_gamma`` means the same for every mixture.
         """
         cfg = self.cfg
         real, labels = self.data.sample(cfg.batch_size, self.gen)
@@ -244,6 +247,8 @@ class Trainer:
         with _reference_kernels():  # R1 differentiates a gradient: reference ops support that
             logits = self.D(real, self._labels(labels))
             r1 = losses.r1_penalty(logits, real)
+        # in D's own input units: an MLP that divides points by its scale s sees gradients s times larger
+        r1 = r1 * float(getattr(self.D, "scale", 1.0)) ** 2
         self.engine.update(r1 * (cfg.r1_gamma / 2 * cfg.r1_every), self.opt_d, None)  # fp32: no scaler
         zero = torch.zeros((), device=self.device)
         self.stats.add_(torch.stack([zero, zero, zero, zero, zero, r1.detach().float(), zero + 1]))

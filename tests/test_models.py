@@ -191,6 +191,7 @@ def test_gradients_reach_every_parameter():
 @pytest.mark.parametrize("cls,kw", [
     (DCGANGenerator, dict(z_dim=Z, img_size=16, channels=1, width=4, num_classes=3)),
     (MLPGenerator, dict(z_dim=3, width=16, depth=2, num_classes=4)),
+    (MLPGenerator, dict(z_dim=2, width=16, depth=2, scale=2.5)),
 ])
 def test_rebuild_from_arch_config(cls, kw):
     G = cls(**kw)
@@ -235,6 +236,24 @@ def test_mlp_shapes_and_variants():
     assert Gc(torch.randn(8, 2), y).shape == (8, 2)
 
 
+def test_mlp_scale_is_a_change_of_units():
+    """scale s: G outputs s times the unit-scale network, D judges x / s."""
+    torch.manual_seed(0)
+    G1, D1 = MLPGenerator(width=16, depth=2), MLPDiscriminator(width=16, depth=2)
+    Gs, Ds = MLPGenerator(width=16, depth=2, scale=2.5), MLPDiscriminator(width=16, depth=2, scale=2.5)
+    Gs.load_state_dict(G1.state_dict())
+    Ds.load_state_dict(D1.state_dict())
+    z, x = torch.randn(8, 2), 3 * torch.randn(8, 2)
+    torch.testing.assert_close(Gs(z), 2.5 * G1(z))
+    torch.testing.assert_close(Ds(x), D1(x / 2.5))
+    assert Ds.arch_config()["scale"] == 2.5 and type(Ds)(**Ds.arch_config()).scale == 2.5
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="scale"):
+            MLPGenerator(scale=bad)
+        with pytest.raises(ValueError, match="scale"):
+            MLPDiscriminator(scale=bad)
+
+
 def test_build_models():
     cfg = TrainConfig(data="digits", g_width=4, d_width=4, resolution=16).resolved()
     G, D = build_models(cfg, channels=1, num_classes=10, points=False)
@@ -249,6 +268,10 @@ def test_build_models():
         build_models(cfg, channels=1, num_classes=0, points=False)
     G, D = build_models(TrainConfig(data="ring8").resolved(), channels=0, num_classes=8, points=True)
     assert isinstance(G, MLPGenerator) and isinstance(D, MLPDiscriminator) and G.z_dim == 2
+    assert G.scale == D.scale == 1.0
+    G, D = build_models(TrainConfig(data="ring8").resolved(), channels=0, num_classes=8, points=True,
+                        point_scale=0.5)
+    assert G.scale == D.scale == 0.5
 
 
 def test_set_kernel_impl():

@@ -12,6 +12,7 @@ import torch
 import fastgan
 from fastgan import CheckpointError, ConfigError, Trainer, TrainingError
 from fastgan import checkpoint as ckpt_mod
+from fastgan.models import MLPDiscriminator
 from helpers import state_equal, tiny_images, tiny_points
 
 
@@ -273,3 +274,26 @@ def test_lr_decay_changes_training_and_an_early_stop_keeps_the_schedule(tmp_path
     flat = Trainer(tiny_points(tmp_path / "flat", lr_decay=0.0)).fit()
     assert state_equal(decayed.G, resumed.G) and state_equal(decayed.D, resumed.D)
     assert not state_equal(decayed.G, flat.G)
+
+
+# ---------------------------------------------------------------- point-data scale
+def test_point_data_scale_reaches_the_networks_and_r1_is_in_unit_coordinates(tmp_path):
+    from fastgan import losses
+    from fastgan.data import load_data
+    assert load_data("grid25").scale == pytest.approx((8 + 0.05 ** 2) ** 0.5, rel=1e-6)
+    assert load_data("ring8").scale == pytest.approx((0.5 + 0.01 ** 2) ** 0.5, rel=1e-5)
+    assert load_data("digits").scale == 1.0
+    tr = Trainer(tiny_points(tmp_path / "r", r1_gamma=1.0))
+    s = tr.data.scale
+    assert tr.G.scale == tr.D.scale == s and tr.ema_generator().scale == s
+    # the R1 the trainer logs is E||grad||^2 of the unit-scale network at x / s
+    state = tr.gen.get_state()
+    real, _ = tr.data.sample(tr.cfg.batch_size, tr.gen)
+    tr.gen.set_state(state)
+    unit = MLPDiscriminator(**dict(tr.D.arch_config(), scale=1.0))
+    unit.load_state_dict(tr.D.state_dict())
+    u = (real / s).requires_grad_(True)
+    want = losses.r1_penalty(unit(u), u).item()
+    tr.stats.zero_()
+    tr.reg_step()
+    assert tr.stats[5].item() == pytest.approx(want, rel=1e-4)

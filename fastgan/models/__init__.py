@@ -37,7 +37,7 @@ def discriminator_norm(cfg: TrainConfig) -> str:
 
 
 def build_models(cfg: TrainConfig, channels: int, num_classes: int,
-                 points: bool) -> tuple[nn.Module, nn.Module]:
+                 points: bool, point_scale: float = 1.0) -> tuple[nn.Module, nn.Module]:
     """Build the generator and discriminator a config asks for.
 
     Args:
@@ -46,6 +46,8 @@ def build_models(cfg: TrainConfig, channels: int, num_classes: int,
         num_classes: classes in the data (0 = unlabelled); used only when
             ``cfg.conditional`` is set.
         points: True for 2-D point data (MLP networks), False for images (DCGAN).
+        point_scale: coordinate scale of point data (see ``GanData.scale``):
+            both MLPs work on points divided by it.
 
     Returns:
         (G, D), freshly initialised on the CPU (the global torch RNG draws the
@@ -58,9 +60,9 @@ def build_models(cfg: TrainConfig, channels: int, num_classes: int,
         raise ConfigError("build_models needs a resolved config (call cfg.resolved() first)")
     if points:
         G = MLPGenerator(z_dim=cfg.z_dim, out_dim=2, width=cfg.g_width, depth=cfg.g_depth,
-                         num_classes=n)
+                         num_classes=n, scale=point_scale)
         D = MLPDiscriminator(in_dim=2, width=cfg.d_width, depth=cfg.d_depth, num_classes=n,
-                             spectral_norm=cfg.spectral_norm, pack=cfg.pack, mbstd=cfg.mbstd)
+                             spectral_norm=cfg.spectral_norm, pack=cfg.pack, mbstd=cfg.mbstd, scale=point_scale)
         return G, D
     if cfg.resolution is None:
         raise ConfigError("build_models needs a resolved config (call cfg.resolved() first)")

@@ -6,6 +6,7 @@ Bias and activation of every hidden layer go through fastgan.kernels' BiasAct
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -23,6 +24,11 @@ def _check_sizes(width: int, depth: int, num_classes: int) -> None:
                          f"{num_classes}")
 
 
+def _check_scale(scale: float) -> None:
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a positive finite number, got {scale!r}")
+
+
 class MLPGenerator(nn.Module):
     """MLP generator: z (and a label embedding) -> point.
 
@@ -34,12 +40,17 @@ class MLPGenerator(nn.Module):
         num_classes: 0 for unconditional; otherwise the label is embedded and
             concatenated to z.
         embed_dim: size of the label embedding (conditional only).
+        scale: coordinate scale of the data: the network works in units of
+            ``scale`` and multiplies its output by it, so it learns unit-scale
+            points whatever the data's extent.
     """
 
     def __init__(self, z_dim: int = 2, out_dim: int = 2, width: int = 128, depth: int = 3,
-                 num_classes: int = 0, embed_dim: int = 32):
+                 num_classes: int = 0, embed_dim: int = 32, scale: float = 1.0):
         super().__init__()
         _check_sizes(width, depth, num_classes)
+        _check_scale(scale)
+        self.scale = float(scale)
         self.z_dim, self.out_dim, self.width, self.depth = z_dim, out_dim, width, depth
         self.num_classes, self.embed_dim = num_classes, embed_dim
         self.out_shape = (out_dim,)
@@ -58,7 +69,7 @@ class MLPGenerator(nn.Module):
     def arch_config(self) -> dict:
         """Constructor kwargs that rebuild this network: ``type(G)(**G.arch_config())``."""
         return dict(z_dim=self.z_dim, out_dim=self.out_dim, width=self.width, depth=self.depth,
-                    num_classes=self.num_classes, embed_dim=self.embed_dim)
+                    num_classes=self.num_classes, embed_dim=self.embed_dim, scale=self.scale)
 
     def forward(self, z: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Generate points.
@@ -75,7 +86,8 @@ class MLPGenerator(nn.Module):
         h = z.reshape(z.shape[0], -1)                                   # (B, z_dim)
         if self.embed is not None:
             h = torch.cat([h, self.embed(labels).to(h.dtype)], dim=1)   # (B, z_dim + embed_dim)
-        return self.out(self.hidden(h))                                 # (B, out_dim)
+        x = self.out(self.hidden(h))                                    # (B, out_dim), unit scale
+        return x * self.scale if self.scale != 1.0 else x
 
 
 class MLPDiscriminator(nn.Module):
@@ -90,12 +102,16 @@ class MLPDiscriminator(nn.Module):
         spectral_norm: spectral normalisation on every linear/embedding layer.
         pack: PacGAN degree: (B, in_dim) is judged as (B / pack, pack * in_dim).
         mbstd: append the minibatch standard-deviation feature before the output layer.
+        scale: coordinate scale of the data: inputs are divided by it, so the
+            network sees unit-scale points.
     """
 
     def __init__(self, in_dim: int = 2, width: int = 128, depth: int = 3, num_classes: int = 0,
-                 spectral_norm: bool = False, pack: int = 1, mbstd: bool = False):
+                 spectral_norm: bool = False, pack: int = 1, mbstd: bool = False, scale: float = 1.0):
         super().__init__()
         _check_sizes(width, depth, num_classes)
+        _check_scale(scale)
+        self.scale = float(scale)
         if pack < 1:
             raise ValueError(f"pack must be >= 1, got {pack}")
         self.in_dim, self.width, self.depth, self.num_classes = in_dim, width, depth, num_classes
@@ -118,7 +134,7 @@ class MLPDiscriminator(nn.Module):
         """Constructor kwargs that rebuild this network: ``type(D)(**D.arch_config())``."""
         return dict(in_dim=self.in_dim, width=self.width, depth=self.depth,
                     num_classes=self.num_classes, spectral_norm=self.spectral_norm, pack=self.pack,
-                    mbstd=self.mbstd)
+                    mbstd=self.mbstd, scale=self.scale)
 
     def forward(self, x: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Score points.
@@ -132,6 +148,8 @@ class MLPDiscriminator(nn.Module):
             (B // pack,) float logits.
         """
         check_labels(labels, self.num_classes, type(self).__name__)
+        if self.scale != 1.0:
+            x = x / self.scale                              # unit-scale points
         h = self.hidden(pack_samples(x, self.pack))        # (B', width), B' = B / pack
         feat = h
         if self.mbstd:
