@@ -282,8 +282,8 @@ class Engine:
         self.plan = plan
         self.device = device
         self._captured: list = []
-        self._opt_flags: dict[int, dict[str, Any]] = {}
-        self._tensor_lr: dict[int, bool] = {}
+        # per optimiser (by id): the Adam flags of the plan, and whether its lr lives in a tensor
+        self._opt_flags: dict[int, tuple[dict[str, Any], bool]] = {}
         if plan.cudnn_benchmark and not torch.backends.cudnn.deterministic:
             torch.backends.cudnn.benchmark = True
 
@@ -347,8 +347,8 @@ class Engine:
         if scheduled and self.plan.capturable:
             lr_arg = torch.tensor(float(lr), dtype=torch.float32, device=self.device)
         opt = torch.optim.Adam(params, lr=lr_arg, betas=betas, **flags)
-        self._opt_flags[id(opt)] = {k: opt.param_groups[0][k] for k in ("fused", "capturable", "foreach")}
-        self._tensor_lr[id(opt)] = torch.is_tensor(lr_arg)
+        self._opt_flags[id(opt)] = ({k: opt.param_groups[0][k] for k in ("fused", "capturable", "foreach")},
+                                    torch.is_tensor(lr_arg))
         return opt
 
     @staticmethod
@@ -405,11 +405,10 @@ class Engine:
         Args:
             opt: an optimiser made by :meth:`make_optimizer`.
         """
-        flags = self._opt_flags.get(id(opt))
-        if flags is None:
+        if id(opt) not in self._opt_flags:
             return
+        flags, tensor_lr = self._opt_flags[id(opt)]
         on_device = bool(flags["fused"] or flags["capturable"])
-        tensor_lr = self._tensor_lr.get(id(opt), False)
         for group in opt.param_groups:
             group.update(flags)
             lr = float(group["lr"])

@@ -148,6 +148,9 @@ class Trainer:
         betas = (self.cfg.beta1, self.cfg.beta2)
         scheduled = bool(self.cfg.lr_decay)
         self.schedule_steps = self.cfg.steps  # the lr schedule spans the configured run, whatever fit() is asked
+        self._lr_factor_set: Optional[float] = 1.0  # the factor the optimisers hold (None: unknown, set it)
+        # R1 in D's own input units: an MLP that divides points by its scale s sees gradients s times larger
+        self._r1_unit = float(getattr(self.D, "scale", 1.0)) ** 2
         self.opt_g = self.engine.make_optimizer(self.G.parameters(), lr=self.cfg.lr_g, betas=betas, scheduled=scheduled)
         self.opt_d = self.engine.make_optimizer(self.D.parameters(), lr=self.cfg.lr_d, betas=betas, scheduled=scheduled)
         self.scaler_g = self.engine.make_scaler()   # fp16 only, else None
@@ -247,8 +250,8 @@ class Trainer:
         with _reference_kernels():  # R1 differentiates a gradient: reference ops support that
             logits = self.D(real, self._labels(labels))
             r1 = losses.r1_penalty(logits, real)
-        # in D's own input units: an MLP that divides points by its scale s sees gradients s times larger
-        r1 = r1 * float(getattr(self.D, "scale", 1.0)) ** 2
+        if self._r1_unit != 1.0:
+            r1 = r1 * self._r1_unit
         self.engine.update(r1 * (cfg.r1_gamma / 2 * cfg.r1_every), self.opt_d, None)  # fp32: no scaler
         zero = torch.zeros((), device=self.device)
         self.stats.add_(torch.stack([zero, zero, zero, zero, zero, r1.detach().float(), zero + 1]))
@@ -334,8 +337,10 @@ class Trainer:
         """One training iteration as the engine runs it (plus R1 when due); ``step`` += 1."""
         if self.cfg.lr_decay:  # the schedule follows the step, so a resumed run picks it up where it was
             f = self.cfg.lr_factor(self.step, self.schedule_steps)
-            self.engine.set_lr(self.opt_g, self.cfg.lr_g * f)
-            self.engine.set_lr(self.opt_d, self.cfg.lr_d * f)
+            if f != self._lr_factor_set:  # nothing to do (no device write) while the rate is flat
+                self.engine.set_lr(self.opt_g, self.cfg.lr_g * f)
+                self.engine.set_lr(self.opt_d, self.cfg.lr_d * f)
+                self._lr_factor_set = f
         self._step_fn()
         if self.cfg.r1_gamma > 0 and (self.step + 1) % self.cfg.r1_every == 0:
             self._reg_fn()
@@ -566,6 +571,7 @@ class Trainer:
             self.opt_d.load_state_dict(state["opt_d"])
             for opt in (self.opt_g, self.opt_d):
                 self.engine.after_optimizer_load(opt)  # the plan's Adam flags; re-capture graphs
+            self._lr_factor_set = None  # the checkpoint's learning rates: the schedule sets its own next
             for name in ("scaler_g", "scaler_d"):
                 if getattr(self, name) is not None and name in state:
                     getattr(self, name).load_state_dict(state[name])  # fills the scale tensors in place

@@ -243,12 +243,13 @@ def test_set_lr_updates_a_tensor_lr_in_place_and_loading_keeps_its_kind(tmp_path
     opt.param_groups[0]["lr"] = lr_t
     eng.set_lr(opt, 5e-4)
     assert opt.param_groups[0]["lr"] is lr_t and lr_t.item() == pytest.approx(5e-4)
-    eng._tensor_lr[id(opt)] = True           # as made by make_optimizer(scheduled=True) in graph mode
+    flags, _ = eng._opt_flags[id(opt)]
+    eng._opt_flags[id(opt)] = (flags, True)  # as made by make_optimizer(scheduled=True) in graph mode
     opt.load_state_dict(dict(opt.state_dict(), param_groups=[dict(g, lr=3e-4) for g in opt.state_dict()["param_groups"]]))
     eng.after_optimizer_load(opt)
     lr = opt.param_groups[0]["lr"]
     assert torch.is_tensor(lr) and lr.item() == pytest.approx(3e-4)
-    eng._tensor_lr[id(opt)] = False
+    eng._opt_flags[id(opt)] = (flags, False)
     eng.after_optimizer_load(opt)
     assert opt.param_groups[0]["lr"] == pytest.approx(3e-4) and not torch.is_tensor(opt.param_groups[0]["lr"])
 
