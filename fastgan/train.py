@@ -151,6 +151,9 @@ class Trainer:
         self._lr_factor_set: Optional[float] = 1.0  # the factor the optimisers hold (None: unknown, set it)
         # R1 in D's own input units: an MLP that divides points by its scale s sees gradients s times larger
         self._r1_unit = float(getattr(self.D, "scale", 1.0)) ** 2
+        # D scores real and fake in one batch when no logit depends on other samples (no batch norm,
+        # minibatch std or spectral-norm power step per call): the D declares it (custom Ds: off)
+        self._d_one_pass = bool(getattr(self.D, "batch_independent", False))
         self.opt_g = self.engine.make_optimizer(self.G.parameters(), lr=self.cfg.lr_g, betas=betas, scheduled=scheduled)
         self.opt_d = self.engine.make_optimizer(self.D.parameters(), lr=self.cfg.lr_d, betas=betas, scheduled=scheduled)
         self.scaler_g = self.engine.make_scaler()   # fp16 only, else None
@@ -192,8 +195,12 @@ class Trainer:
 
     def _d_forward_loss(self, real: torch.Tensor, fake: torch.Tensor, y: Optional[torch.Tensor]):
         with self.engine.autocast():
-            d_real = self.D(real, y)
-            d_fake = self.D(fake, y)
+            if self._d_one_pass:  # one forward over real + fake: half the calls, same per-sample logits
+                yy = None if y is None else torch.cat([y, y])
+                d_real, d_fake = self.D(torch.cat([real, fake]), yy).chunk(2)
+            else:
+                d_real = self.D(real, y)
+                d_fake = self.D(fake, y)
         return losses.d_loss(self.cfg.loss, d_real, d_fake), d_real, d_fake
 
     def _g_forward_loss(self, fake: torch.Tensor, y: Optional[torch.Tensor]) -> torch.Tensor:

@@ -4,6 +4,7 @@ y = clamp(act(x + b) * gain, -clamp, clamp), with b broadcast along ``dim``.
 """
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ._common import (ACT_CODES, TUNING, act_derivative, act_forward, act_ref, channel_sum, ChannelView,
@@ -249,6 +250,31 @@ class BiasAct(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return bias_act(x, self.bias, self.act, self.alpha, self.gain, self.clamp, self.dim, self.impl)
+
+    def linear(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``self(F.linear(x, weight))``: a bias-free linear layer followed by this module.
+
+        On the reference path (CPU tensors, or ``impl="ref"``) with a float32/64
+        input, no autocast, no gain and no clamp, the bias goes into the matrix
+        multiply (one ``addmm`` instead of ``mm`` + add; forward and backward
+        match the two-step form up to float rounding). Otherwise the linear runs
+        first and the (fused) bias + activation after it.
+
+        Args:
+            x: (..., in_features) input.
+            weight: (out_features, in_features) weight; ``out_features`` must equal
+                the bias size, and ``dim`` must be the last dimension.
+        """
+        if self.bias is not None and weight.shape[0] != self.bias.shape[0]:
+            raise ValueError(f"bias_act: linear weight of shape {tuple(weight.shape)} does not match the bias of "
+                             f"{self.bias.shape[0]} entries")
+        last = self.dim % x.ndim == x.ndim - 1
+        if (self.bias is not None and last and self.gain in (None, 1) and self.clamp is None
+                and x.dtype in (torch.float32, torch.float64) and weight.dtype == x.dtype
+                and not torch.is_autocast_enabled(x.device.type)
+                and (x.dtype == torch.float64 or resolve_impl(self.impl, x, "bias_act") == "ref")):
+            return act_ref(F.linear(x, weight, self.bias.to(x.dtype)), self.act, self.alpha)
+        return self(F.linear(x, weight))
 
     def extra_repr(self) -> str:
         n = None if self.bias is None else self.bias.shape[0]

@@ -135,3 +135,39 @@ def test_reference_gradcheck_and_gradgradcheck(act):
     fn = lambda x, b: bias_act_ref(x, b, act, 0.2, gain=1.3, clamp=None)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (x, b))
     assert torch.autograd.gradgradcheck(fn, (x, b))
+
+
+@pytest.mark.parametrize("act", ["relu", "lrelu", "tanh"])
+def test_linear_folds_bias_like_linear_then_module(act):
+    """BiasAct.linear == module(F.linear(x, W)): forward, both gradients, and (float64) the double backward."""
+    g = torch.Generator().manual_seed(1)
+    mod = BiasAct(6, act=act, alpha=0.2, dim=1, impl="ref").double()
+    with torch.no_grad():
+        mod.bias.copy_(torch.randn(6, generator=g, dtype=torch.float64))
+    x = torch.randn(9, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    y = mod.linear(x, w)
+    want = mod(torch.nn.functional.linear(x, w))
+    torch.testing.assert_close(y, want)
+    dy = torch.randn(9, 6, generator=g, dtype=torch.float64)
+    got = torch.autograd.grad(y, (x, w, mod.bias), dy)
+    exp = torch.autograd.grad(want, (x, w, mod.bias), dy)
+    for a, b in zip(got, exp):
+        torch.testing.assert_close(a, b)
+    assert torch.autograd.gradgradcheck(mod.linear, (x, w))
+
+
+def test_linear_takes_the_unfused_path_where_folding_would_change_the_result(monkeypatch):
+    mod = BiasAct(5, act="lrelu", gain=2.0, impl="ref")
+    x, w = torch.randn(3, 4), torch.randn(5, 4)
+    torch.testing.assert_close(mod.linear(x, w), mod(torch.nn.functional.linear(x, w)))
+    calls = []
+    monkeypatch.setattr(BiasAct, "forward", lambda self, h: calls.append(h.shape) or h)
+    mod.gain = None
+    mod.linear(x, w)                          # folded: the module's forward is not called
+    assert calls == []
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mod.linear(x, w)                      # autocast: unfused, the bias add stays in float32
+    with pytest.raises(ValueError, match="does not match"):
+        BiasAct(5, impl="ref").linear(x, torch.randn(4, 4))
+    assert len(calls) == 1

@@ -297,3 +297,25 @@ def test_point_data_scale_reaches_the_networks_and_r1_is_in_unit_coordinates(tmp
     tr.stats.zero_()
     tr.reg_step()
     assert tr.stats[5].item() == pytest.approx(want, rel=1e-4)
+
+
+@pytest.mark.parametrize("make,kw,one_pass", [
+    (tiny_points, {}, True),
+    (tiny_points, {"pack": 2}, True),
+    (tiny_points, {"mbstd": True}, False),
+    (tiny_points, {"spectral_norm": True}, False),
+    (tiny_images, {"loss": "hinge", "r1_gamma": 1.0}, True),   # R1: no batch norm in D
+    (tiny_images, {}, False),                         # batch norm in D: real and fake batches stay apart
+])
+def test_d_scores_real_and_fake_in_one_pass_only_when_that_changes_nothing(tmp_path, make, kw, one_pass):
+    cfgs = [make(tmp_path / f"r{i}", **kw) for i in range(2)]
+    trs = [Trainer(c) for c in cfgs]
+    assert trs[0]._d_one_pass is one_pass
+    trs[1]._d_one_pass = False                        # the two-pass form, as reference
+    for tr in trs:
+        tr.train_step()
+    for a, b in zip(trs[0].D.parameters(), trs[1].D.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(trs[0].G.parameters(), trs[1].G.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(trs[0].stats, trs[1].stats, rtol=1e-5, atol=1e-6)

@@ -173,6 +173,13 @@ class DCGANDiscriminator(nn.Module):
         if self.embed is not None:
             self.embed = sn(self.embed)
 
+    @property
+    def batch_independent(self) -> bool:
+        """True when each logit depends on its own (packed) image alone, so real and
+        fake may be scored in one batch: no batch norm, no minibatch std, no
+        spectral norm (whose power iteration runs once per training-mode call)."""
+        return self.norm == "none" and not self.mbstd and not self.spectral_norm
+
     def arch_config(self) -> dict:
         """Constructor kwargs that rebuild this network: ``type(D)(**D.arch_config())``."""
         return dict(img_size=self.img_size, channels=self.channels, width=self.width,

@@ -24,6 +24,19 @@ def _check_sizes(width: int, depth: int, num_classes: int) -> None:
                          f"{num_classes}")
 
 
+def _run_hidden(hidden: nn.Sequential, h: torch.Tensor) -> torch.Tensor:
+    """The hidden stack, (Linear without bias, BiasAct) pairs, as ``BiasAct.linear`` calls.
+
+    Same result as ``hidden(h)``; on the CPU each layer is then one ``addmm``
+    (bias folded into the matrix multiply) instead of ``mm`` + bias add, about
+    10% of a 2-D training step (bench/results/cpu-mlp-step.json).
+    NOTE: forward hooks registered on the inner Linear modules do not fire.
+    """
+    for i in range(0, len(hidden), 2):
+        h = hidden[i + 1].linear(h, hidden[i].weight)
+    return h
+
+
 def _check_scale(scale: float) -> None:
     if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be a positive finite number, got {scale!r}")
@@ -86,7 +99,7 @@ class MLPGenerator(nn.Module):
         h = z.reshape(z.shape[0], -1)                                   # (B, z_dim)
         if self.embed is not None:
             h = torch.cat([h, self.embed(labels).to(h.dtype)], dim=1)   # (B, z_dim + embed_dim)
-        x = self.out(self.hidden(h))                                    # (B, out_dim), unit scale
+        x = self.out(_run_hidden(self.hidden, h))                       # (B, out_dim), unit scale
         return x * self.scale if self.scale != 1.0 else x
 
 
@@ -130,6 +143,13 @@ class MLPDiscriminator(nn.Module):
             if isinstance(m, (nn.Linear, nn.Embedding)):
                 maybe_spectral_norm(m, spectral_norm)
 
+    @property
+    def batch_independent(self) -> bool:
+        """True when each logit depends on its own (packed) sample alone, so real and
+        fake may be scored in one batch: no minibatch std, no spectral norm (whose
+        power iteration runs once per training-mode call)."""
+        return not self.mbstd and not self.spectral_norm
+
     def arch_config(self) -> dict:
         """Constructor kwargs that rebuild this network: ``type(D)(**D.arch_config())``."""
         return dict(in_dim=self.in_dim, width=self.width, depth=self.depth,
@@ -150,7 +170,7 @@ class MLPDiscriminator(nn.Module):
         check_labels(labels, self.num_classes, type(self).__name__)
         if self.scale != 1.0:
             x = x / self.scale                              # unit-scale points
-        h = self.hidden(pack_samples(x, self.pack))        # (B', width), B' = B / pack
+        h = _run_hidden(self.hidden, pack_samples(x, self.pack))  # (B', width), B' = B / pack
         feat = h
         if self.mbstd:
             h = minibatch_stddev(h)                         # (B', width + 1)
