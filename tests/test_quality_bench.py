@@ -30,3 +30,18 @@ def test_quality_bench_refuses_unknown_fields_and_data(tmp_path):
         r = subprocess.run([sys.executable, str(ROOT / "bench" / "quality.py"), *bad], capture_output=True,
                            text=True, timeout=120)
         assert r.returncode == 2 and "error:" in r.stderr
+
+
+def test_cpu_point_step_bench_times_every_form(tmp_path):
+    out = tmp_path / "s.json"
+    cmd = [sys.executable, str(ROOT / "bench" / "cpu_point_step.py"), "--rounds", "2", "--burst", "1",
+           "--out", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(out.read_text())
+    assert set(rec["results"]) == {"two_step", "fast_layers", "one_pass", "both"}
+    assert all(v["median_ms"] > 0 for v in rec["results"].values())
+    assert rec["results"]["two_step"]["speedup_vs_two_step"] == 1.0
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "cpu_point_step.py"), "--rounds", "0"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "positive" in r.stderr
