@@ -255,15 +255,15 @@ class BiasAct(nn.Module):
         """``self(F.linear(x, weight))``: a bias-free linear layer followed by this module.
 
         On the reference path (CPU tensors, or ``impl="ref"``) with a float32/64
-        input, no autocast, no gain and no clamp, the bias goes into the matrix
-        multiply (one ``addmm`` instead of ``mm`` + add; forward and backward
-        match the two-step form up to float rounding). Otherwise the linear runs
-        first and the (fused) bias + activation after it.
+        input, no autocast, no gain, no clamp and ``dim`` the last dimension,
+        the bias goes into the matrix multiply (one ``addmm`` instead of ``mm`` +
+        add; forward and backward match the two-step form up to float rounding).
+        Otherwise the linear runs first and the (fused) bias + activation after it.
 
         Args:
             x: (..., in_features) input.
             weight: (out_features, in_features) weight; ``out_features`` must equal
-                the bias size, and ``dim`` must be the last dimension.
+                the bias size.
         """
         if self.bias is not None and weight.shape[0] != self.bias.shape[0]:
             raise ValueError(f"bias_act: linear weight of shape {tuple(weight.shape)} does not match the bias of "

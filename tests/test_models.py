@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from fastgan.config import TrainConfig
 from fastgan.errors import CheckpointError, ConfigError
 from fastgan.kernels import BatchNormAct, BiasAct
-from fastgan.models import (DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator,
+from fastgan.models import (POINT_Z_GAIN, DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator,
                             build_models, generator_from_arch, set_kernel_impl)
 from fastgan.models.common import mbstd_group_size, minibatch_stddev
 from fastgan.models.dcgan import dcgan_channels
@@ -281,6 +281,24 @@ def test_mlp_fast_hidden_path_matches_the_modules(net):
         torch.testing.assert_close(a, b)
 
 
+def test_mlp_z_gain_is_a_first_layer_gain():
+    """z_gain k: the same function as k-times larger first-layer weights; kept by arch_config."""
+    torch.manual_seed(0)
+    G1, Gk = MLPGenerator(width=16, depth=2), MLPGenerator(width=16, depth=2, z_gain=3.0)
+    Gk.load_state_dict(G1.state_dict())
+    with torch.no_grad():
+        G1.hidden[0].weight.mul_(3.0)
+    z = torch.randn(8, 2)
+    torch.testing.assert_close(Gk(z), G1(z))
+    assert Gk.arch_config()["z_gain"] == 3.0 and type(Gk)(**Gk.arch_config()).z_gain == 3.0
+    # an older arch_config without z_gain rebuilds the gain-1 network it was saved from
+    old = {k: v for k, v in G1.arch_config().items() if k != "z_gain"}
+    assert MLPGenerator(**old).z_gain == 1.0
+    for bad in (0.0, -2.0, float("nan")):
+        with pytest.raises(ValueError, match="z_gain"):
+            MLPGenerator(z_gain=bad)
+
+
 def test_build_models():
     cfg = TrainConfig(data="digits", g_width=4, d_width=4, resolution=16).resolved()
     G, D = build_models(cfg, channels=1, num_classes=10, points=False)
@@ -295,6 +313,7 @@ def test_build_models():
         build_models(cfg, channels=1, num_classes=0, points=False)
     G, D = build_models(TrainConfig(data="ring8").resolved(), channels=0, num_classes=8, points=True)
     assert isinstance(G, MLPGenerator) and isinstance(D, MLPDiscriminator) and G.z_dim == 2
+    assert G.z_gain == POINT_Z_GAIN > 1
     assert G.scale == D.scale == 1.0
     G, D = build_models(TrainConfig(data="ring8").resolved(), channels=0, num_classes=8, points=True,
                         point_scale=0.5)
