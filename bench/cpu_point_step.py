@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -44,9 +44,11 @@ def main(argv=None) -> int:
 
     import fastgan
     import fastgan.models.mlp as mlp
-    from fastgan.benchmark import write_results
+    from fastgan.benchmark import environment, write_results
+    from fastgan.benchmark_telemetry import Telemetry
 
     torch.set_num_threads(1)
+    cpu = torch.device("cpu")
     folded = mlp._run_hidden
 
     def unfolded(hidden, h):  # the layers as modules: mm, then BiasAct's bias add + activation
@@ -75,6 +77,7 @@ def main(argv=None) -> int:
                     times[name].append(1000 * (time.perf_counter() - t0) / args.burst)
     finally:
         mlp._run_hidden = folded
+        shutil.rmtree(tmp, ignore_errors=True)
     base = statistics.median(times["two_step"])
     results = {}
     for name, ts in times.items():
@@ -88,9 +91,7 @@ def main(argv=None) -> int:
         write_results({"benchmark": "CPU 2-D training iteration (ms, one thread)", "data": args.data,
                        "batch_size": cfg.batch_size, "g_width": cfg.g_width, "d_width": cfg.d_width,
                        "r1_every": cfg.r1_every, "rounds": args.rounds, "burst": args.burst, "results": results,
-                       "env": {"fastgan": fastgan.__version__, "torch": torch.__version__,
-                               "python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
-                               "cpus": os.cpu_count(), "device": "cpu"},
+                       "env": environment(cpu, Telemetry(cpu)),
                        "time": time.strftime("%Y-%m-%dT%H:%M:%S")}, args.out)
         print(f"wrote {args.out}")
     return 0
