@@ -154,7 +154,12 @@ class Trainer:
         # D scores real and fake in one batch when no logit depends on other samples (no batch norm,
         # minibatch std or spectral-norm power step per call): the D declares it (custom Ds: off)
         self._d_one_pass = bool(getattr(self.D, "batch_independent", False))
-        self.opt_g = self.engine.make_optimizer(self.G.parameters(), lr=self.cfg.lr_g, betas=betas, scheduled=scheduled)
+        # parameter lists walked once: the step freezes D and updates the EMA through them (walking the
+        # module tree every step costs ~2% of a 2-D step on the CPU)
+        self._g_params = list(self.G.parameters())
+        self._d_params = [p for p in self.D.parameters() if p.requires_grad]
+        self._ema_params = [] if self.G_ema is None else list(self.G_ema.parameters())
+        self.opt_g = self.engine.make_optimizer(self._g_params, lr=self.cfg.lr_g, betas=betas, scheduled=scheduled)
         self.opt_d = self.engine.make_optimizer(self.D.parameters(), lr=self.cfg.lr_d, betas=betas, scheduled=scheduled)
         self.scaler_g = self.engine.make_scaler()   # fp16 only, else None
         self.scaler_d = self.engine.make_scaler()
@@ -231,12 +236,12 @@ class Trainer:
                 loss_d = loss_d + cfg.gp_weight * gp
             self.engine.update(loss_d, self.opt_d, self.scaler_d)
         # -- G update on the same fake batch, D frozen
-        self.D.requires_grad_(False)
+        _set_requires_grad(self._d_params, False)
         try:
             loss_g = self._g_loss_fn(self._augment(fake), y)
             self.engine.update(loss_g, self.opt_g, self.scaler_g)
         finally:
-            self.D.requires_grad_(True)
+            _set_requires_grad(self._d_params, True)
         self._update_ema()
         # d_loss, g_loss, mean D(real), mean D(fake), step count: few small kernels (they add up in a graph)
         self.stats[:4].add_(torch.stack([loss_d.detach().float(), loss_g.detach().float(),
@@ -270,9 +275,8 @@ class Trainer:
         # decay ramps up from 0.1 so early samples are not dominated by the random init
         t = self.ema_t
         beta = torch.clamp((1.0 + t) / (10.0 + t), max=self.cfg.ema_decay)
-        ema_p = list(self.G_ema.parameters())
-        torch._foreach_mul_(ema_p, beta)
-        torch._foreach_add_(ema_p, torch._foreach_mul([p.detach() for p in self.G.parameters()], 1.0 - beta))
+        torch._foreach_mul_(self._ema_params, beta)
+        torch._foreach_add_(self._ema_params, torch._foreach_mul(self._g_params, 1.0 - beta))
         self.ema_t.add_(1.0)
         self._ema_stats_stale = True
 
@@ -592,6 +596,11 @@ class Trainer:
         self.step = int(state["step"])
         self.history = json.loads(state.get("history", "[]"))
         self._ema_stats_stale = False  # the checkpoint holds the standing statistics
+
+
+def _set_requires_grad(params: list[torch.Tensor], flag: bool) -> None:
+    for p in params:
+        p.requires_grad_(flag)
 
 
 @contextlib.contextmanager

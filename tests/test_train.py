@@ -29,6 +29,21 @@ def test_one_step_changes_both_networks(tmp_path):
     assert torch.isfinite(tr.stats).all()
 
 
+def test_g_step_freezes_only_ds_trainable_weights_and_restores_them(tmp_path):
+    """D is frozen for the G update through the list of its trainable weights taken at construction."""
+    D = MLPDiscriminator(width=32)
+    D.hidden[0].weight.requires_grad_(False)            # a weight the user froze stays frozen
+    tr = Trainer(tiny_points(tmp_path / "run"), discriminator=D)
+    seen = []
+    tr.D.register_forward_pre_hook(lambda m, args: seen.append([p.requires_grad for p in m.parameters()]))
+    d_frozen = tr.D.hidden[0].weight.detach().clone()
+    tr.train_step()
+    assert [p.requires_grad for p in tr.D.parameters()] == [False] + [True] * (len(seen[0]) - 1)
+    assert seen[-1] == [False] * len(seen[-1])          # the G update's D call: every weight frozen
+    assert torch.equal(tr.D.hidden[0].weight, d_frozen)
+    assert tr.D.hidden[2].weight.grad is not None and tr.G.out.weight.grad is not None
+
+
 def test_fit_writes_run_folder(tmp_path):
     run = tmp_path / "run"
     tr = Trainer(tiny_points(run, sample_every=4)).fit()
