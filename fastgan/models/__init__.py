@@ -12,11 +12,13 @@ import torch.nn as nn
 from ..config import TrainConfig
 from ..errors import CheckpointError, ConfigError
 from .dcgan import DCGANDiscriminator, DCGANGenerator
+from .ensemble import MLPDiscriminatorEnsemble, MLPGeneratorEnsemble, build_point_ensemble
 from .mlp import MLPDiscriminator, MLPGenerator
 
 __all__ = [
     "DCGANGenerator", "DCGANDiscriminator", "MLPGenerator", "MLPDiscriminator",
     "build_models", "generator_from_arch", "discriminator_norm", "set_kernel_impl", "POINT_Z_GAIN",
+    "MLPGeneratorEnsemble", "MLPDiscriminatorEnsemble", "build_point_ensemble",
 ]
 
 # NOTE: the gain on the point generator's latents (MLPGenerator z_gain). bench/quality.py, grid25,
