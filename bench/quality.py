@@ -8,11 +8,19 @@ high-quality samples (within 3 std of the nearest mode), and the reverse KL of
 the captured-mode histogram against uniform. Prints mean +- standard error
 over seeds beside the published numbers and writes everything to JSON.
 
-    python bench/quality.py                       # 10 seeds each, 2 workers
-    python bench/quality.py --seeds 3 --set steps=1000 --set pack=2
+    python bench/quality.py                       # 10 seeds each, 5 per process, 2 workers
+    python bench/quality.py --members 1           # one Trainer run per seed
+    python bench/quality.py --seeds 3 --members 1 --set steps=1000 --set pack=2
 
 Runs are independent, so they are spread over ``--workers`` processes with one
-intra-op thread each (the MLPs are far too small to gain from threads).
+intra-op thread each (the MLPs are far too small to gain from threads). By
+default each process trains ``--members`` seeds at once as one Trainer run of
+an MLP ensemble (``fastgan.models.ensemble``): every member starts as the
+standalone run with its seed would and is updated exactly as a standalone
+network with the default batch would be, only the random draws differ; the
+per-operation overhead that dominates a 2-D step on the CPU is then shared.
+Packing, minibatch std, spectral norm and conditional models need
+``--members 1``.
 """
 
 from __future__ import annotations
@@ -53,30 +61,58 @@ def _parse_value(text: str):
     return text
 
 
-def one_run(job: dict) -> dict:
-    """Train one (dataset, seed) and score 2,500 samples; runs in a worker process."""
+_RESOLVED_KEYS = ("steps", "batch_size", "g_width", "d_width", "g_depth", "d_depth", "z_dim", "loss", "lr_g", "lr_d",
+                  "beta1", "beta2", "pack", "mbstd", "ema_decay", "spectral_norm", "r1_gamma", "gp_weight", "n_critic")
+
+
+def _score(G, seed: int, data) -> dict:
+    """Modes, high-quality % and reverse KL of 2,500 samples drawn as ``Trainer.sample(seed=seed)`` draws them."""
+    from fastgan.metrics import mixture_mode_metrics
+    from fastgan.sampling import generate
+
+    x = generate(G, N_SAMPLES, z_dim=G.z_dim, seed=seed, device="cpu")
+    m = mixture_mode_metrics(x, data.modes.cpu(), data.mode_std)
+    return {"modes": m["modes"], "high_quality": 100 * m["high_quality"], "reverse_kl": m["reverse_kl"]}
+
+
+def one_run(job: dict) -> list[dict]:
+    """Train one dataset for the job's seeds and score each; runs in a worker process.
+
+    One seed: a standalone Trainer run. Several: one Trainer run of an MLP
+    ensemble (fastgan.models.ensemble) whose member k starts as the standalone
+    run with seed k would and is updated as it would be; each member gets the
+    default batch, so the Trainer's batch is members x batch.
+    """
     import torch
 
     torch.set_num_threads(1)
     import fastgan
-    from fastgan.metrics import mixture_mode_metrics
+    from fastgan.data import load_data
+    from fastgan.models import build_point_ensemble
 
-    out = Path(job["tmp"]) / f"{job['data']}-{job['seed']}"
-    cfg = fastgan.TrainConfig(data=job["data"], out=str(out), seed=job["seed"], progress=False, device="cpu",
-                              sample_every=0, ckpt_every=0, **job["overrides"])
+    seeds = job["seeds"]
+    out = Path(job["tmp"]) / f"{job['data']}-{seeds[0]}"
+    kw = dict(data=job["data"], out=str(out), progress=False, device="cpu", sample_every=0, ckpt_every=0)
     t0 = time.perf_counter()
-    trainer = fastgan.Trainer(cfg, resume=False)
-    trainer.fit()
+    if len(seeds) == 1:
+        trainer = fastgan.Trainer(fastgan.TrainConfig(seed=seeds[0], **kw, **job["overrides"]), resume=False)
+        trainer.fit()
+        models = [trainer.ema_generator()]
+    else:
+        member_cfg = fastgan.TrainConfig(seed=seeds[0], **kw, **job["overrides"]).resolved(points=True)
+        data = load_data(job["data"], seed=seeds[0])
+        G, D = build_point_ensemble(member_cfg, seeds, point_scale=data.scale)
+        cfg = dataclasses.replace(member_cfg, batch_size=member_cfg.batch_size * len(seeds))
+        trainer = fastgan.Trainer(cfg, generator=G, discriminator=D, resume=False)
+        trainer.fit()
+        models = [trainer.ema_generator().member(k) for k in range(len(seeds))]
     train_s = time.perf_counter() - t0
-    x = trainer.sample(N_SAMPLES)
-    m = mixture_mode_metrics(x, trainer.data.modes.cpu(), trainer.data.mode_std)
+    resolved = {k: getattr(trainer.cfg, k) for k in _RESOLVED_KEYS}
+    resolved["batch_size"] //= len(seeds)  # per member
+    runs = [{"data": job["data"], "seed": s, **_score(G_k, s, trainer.data), "members": len(seeds),
+             "seconds": round(train_s / len(seeds), 2), "config": resolved} for s, G_k in zip(seeds, models)]
     shutil.rmtree(out, ignore_errors=True)
-    resolved = {k: getattr(trainer.cfg, k) for k in ("steps", "batch_size", "g_width", "d_width", "g_depth",
-                                                      "d_depth", "z_dim", "loss", "lr_g", "lr_d", "beta1",
-                                                      "beta2", "pack", "mbstd", "ema_decay", "spectral_norm",
-                                                      "r1_gamma", "gp_weight", "n_critic")}
-    return {"data": job["data"], "seed": job["seed"], "modes": m["modes"], "high_quality": 100 * m["high_quality"],
-            "reverse_kl": m["reverse_kl"], "seconds": round(train_s, 2), "config": resolved}
+    return runs
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:
@@ -123,6 +159,9 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=10, help="runs per dataset (seeds 0..N-1; default 10)")
     p.add_argument("--data", default="grid25,ring8", help="comma-separated datasets (default grid25,ring8)")
     p.add_argument("--workers", type=int, default=2, help="parallel training processes (default 2)")
+    p.add_argument("--members", type=int, default=5,
+                   help="seeds trained together as one MLP ensemble per process (default 5; 1: one Trainer "
+                        "run per seed)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a TrainConfig field (repeatable), e.g. --set steps=3000")
     p.add_argument("--out", default=None, help="JSON file (default bench/results/quality[-TAG].json)")
@@ -147,23 +186,33 @@ def main(argv=None) -> int:
             p.error(f"unknown dataset {d!r}; choose from {', '.join(TARGETS)}")
 
     tmp = tempfile.mkdtemp(prefix="fastgan-quality-")
-    jobs = [{"data": d, "seed": s, "overrides": overrides, "tmp": tmp} for d in datasets for s in range(args.seeds)]
+    if args.seeds < 1 or args.members < 1 or args.workers < 1:
+        p.error("--seeds, --members and --workers must be positive")
+    if args.members > 1 and (overrides.get("pack", 1) != 1 or overrides.get("mbstd") or overrides.get("spectral_norm")
+                             or overrides.get("conditional")):
+        p.error("pack, mbstd, spectral_norm and conditional need one Trainer run per seed: add --members 1")
+    seed_groups = [list(range(a, min(a + args.members, args.seeds))) for a in range(0, args.seeds, args.members)]
+    jobs = [{"data": d, "seeds": g, "overrides": overrides, "tmp": tmp} for d in datasets for g in seed_groups]
+    n_runs = len(datasets) * args.seeds
     t0 = time.perf_counter()
     runs: list[dict] = []
 
-    def report(run: dict) -> None:  # one line per finished run: the benchmark takes minutes
-        runs.append(run)
-        print(f"[{len(runs)}/{len(jobs)}] {run['data']} seed {run['seed']}: {run['modes']} modes, "
-              f"{run['high_quality']:.1f}% high quality, reverse KL {run['reverse_kl']:.3f} "
-              f"({run['seconds']:.0f} s; {time.perf_counter() - t0:.0f} s elapsed)", flush=True)
+    def report(group: list[dict]) -> None:  # one line per finished run: the benchmark takes minutes
+        for run in group:
+            runs.append(run)
+            print(f"[{len(runs)}/{n_runs}] {run['data']} seed {run['seed']}: {run['modes']} modes, "
+                  f"{run['high_quality']:.1f}% high quality, reverse KL {run['reverse_kl']:.3f} "
+                  f"({run['seconds']:.0f} s of training per run; {time.perf_counter() - t0:.0f} s elapsed)",
+                  flush=True)
 
-    print(f"training {len(jobs)} runs on {args.workers} worker(s)...", flush=True)
+    print(f"training {n_runs} runs as {len(jobs)} jobs of up to {args.members} seed(s) on {args.workers} "
+          "worker(s)...", flush=True)
     try:
         if args.workers > 1:
             pool = mp.get_context("spawn").Pool(args.workers)
             try:
-                for run in pool.imap_unordered(one_run, jobs, chunksize=1):
-                    report(run)
+                for group in pool.imap_unordered(one_run, jobs, chunksize=1):
+                    report(group)
             finally:
                 pool.close()
                 pool.join()
@@ -178,13 +227,14 @@ def main(argv=None) -> int:
     summary = summarise(runs)
     print_table(summary)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"{len(runs)} runs in {wall:.0f} s wall ({args.workers} workers, {os.cpu_count()} CPUs, load average "
+    print(f"{len(runs)} runs in {wall:.0f} s wall ({args.workers} workers, {args.members} seed(s) per job, "
+          f"{os.cpu_count()} CPUs, load average "
           f"{load:.1f} at the end); overrides: {overrides or 'none (fastgan defaults)'}")
     record = {
         "benchmark": "2-D mixture mode collapse (PacGAN Table 1 protocol)",
         "samples_per_run": N_SAMPLES, "overrides": overrides,
         "wall_seconds": round(wall, 1), "load_average_end": round(load, 2),
-        "workers": args.workers, "summary": summary, "pacgan_table1": PACGAN_TABLE1, "targets": TARGETS,
+        "workers": args.workers, "members": args.members, "summary": summary, "pacgan_table1": PACGAN_TABLE1, "targets": TARGETS,
         "runs": runs,
         "env": {"fastgan": fastgan.__version__, "torch": torch.__version__, "python": platform.python_version(),
                 "machine": platform.machine(), "cpus": os.cpu_count(), "device": "cpu"},

@@ -6,13 +6,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_quality_bench_writes_runs_summary_and_progress(tmp_path):
+@pytest.mark.parametrize("members", [1, 5])  # one Trainer run per seed; both seeds in one ensemble run
+def test_quality_bench_writes_runs_summary_and_progress(tmp_path, members):
     out = tmp_path / "q.json"
     cmd = [sys.executable, str(ROOT / "bench" / "quality.py"), "--seeds", "2", "--data", "ring8", "--workers", "1",
-           "--set", "steps=3", "--set", "batch_size=16", "--set", "g_width=8", "--set", "d_width=8", "--out", str(out)]
+           "--members", str(members), "--set", "steps=3", "--set", "batch_size=16", "--set", "g_width=8",
+           "--set", "d_width=8", "--out", str(out)]
     r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "[1/2] ring8 seed" in r.stdout and "[2/2] ring8 seed" in r.stdout
@@ -20,13 +24,15 @@ def test_quality_bench_writes_runs_summary_and_progress(tmp_path):
     rec = json.loads(out.read_text())
     assert [run["seed"] for run in rec["runs"]] == [0, 1]
     assert all(run["config"]["steps"] == 3 and run["config"]["g_width"] == 8 for run in rec["runs"])
+    assert all(run["config"]["batch_size"] == 16 and run["members"] == min(members, 2) for run in rec["runs"])
+    assert rec["members"] == members
     s = rec["summary"]["ring8"]
     assert s["runs"] == 2 and 0 <= s["modes"]["mean"] <= 8 and s["meets_target"] in (True, False)
     assert rec["overrides"] == {"steps": 3, "batch_size": 16, "g_width": 8, "d_width": 8}
 
 
 def test_quality_bench_refuses_unknown_fields_and_data(tmp_path):
-    for bad in (["--set", "stepz=3"], ["--data", "moons"]):
+    for bad in (["--set", "stepz=3"], ["--data", "moons"], ["--set", "pack=2"], ["--members", "0"]):
         r = subprocess.run([sys.executable, str(ROOT / "bench" / "quality.py"), *bad], capture_output=True,
                            text=True, timeout=120)
         assert r.returncode == 2 and "error:" in r.stderr
