@@ -119,20 +119,26 @@ def resolve_impl(impl: str, x: torch.Tensor, op: str) -> str:
     return choice
 
 
-def act_ref(x: torch.Tensor, act: str, alpha: float) -> torch.Tensor:
+def act_ref(x: torch.Tensor, act: str, alpha: float, inplace: bool = False) -> torch.Tensor:
     """Apply activation ``act`` with plain torch ops (differentiable to any order).
 
     Args:
         x: input tensor.
         act: one of "linear", "relu", "lrelu", "tanh", "sigmoid", "silu".
         alpha: negative slope of "lrelu" (ignored otherwise).
+        inplace: "relu" and "lrelu" (alpha > 0) overwrite ``x``, whose backward
+            then reads the output instead of a second copy. Only for a fresh
+            tensor nothing else saved for backward, such as a matrix multiply's
+            output. The point MLP ensembles use it: their activations outgrow
+            the CPU's L2 cache and in place saved ~10% of a step (same
+            results bit for bit); for one 2-D MLP it measured no faster.
     """
     if act == "linear":
         return x
     if act == "relu":
-        return F.relu(x)
+        return F.relu_(x) if inplace else F.relu(x)
     if act == "lrelu":
-        return F.leaky_relu(x, alpha)
+        return F.leaky_relu_(x, alpha) if inplace and alpha > 0 else F.leaky_relu(x, alpha)
     if act == "tanh":
         return torch.tanh(x)
     if act == "sigmoid":

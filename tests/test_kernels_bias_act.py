@@ -171,3 +171,19 @@ def test_linear_takes_the_unfused_path_where_folding_would_change_the_result(mon
     with pytest.raises(ValueError, match="does not match"):
         BiasAct(5, impl="ref").linear(x, torch.randn(4, 4))
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("act", ["relu", "lrelu", "tanh"])
+def test_act_ref_in_place_matches_out_of_place_to_second_order(act):
+    """In place (relu / lrelu) the backward reads the output: gradients and gradients of gradients unchanged."""
+    torch.manual_seed(0)
+    x = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    grads = []
+    for inplace in (False, True):
+        y = _common.act_ref(x @ w, act, 0.2, inplace=inplace)       # a fresh product, as the MLP ensembles use it
+        (gx,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
+        (gw,) = torch.autograd.grad(gx.square().sum(), w)
+        grads.append((y.detach(), gx.detach(), gw))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -40,6 +40,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fastgan.kernels._common import act_ref
+
 from .mlp import MLPDiscriminator, MLPGenerator
 
 
@@ -116,7 +118,7 @@ class _MLPEnsemble(nn.Module):
         E = float(self.members)
         for w, b in zip(self.weights, self.biases):
             h = torch.baddbmm(_GradTimes.apply(b, E), h, _GradTimes.apply(w, E))
-            h = F.relu(h) if self.act == "relu" else F.leaky_relu(h, 0.2)
+            h = act_ref(h, self.act, 0.2, inplace=True)  # the fresh product: in place saves ~10% of a step
         w_out = _GradTimes.apply(self.out_weight, E).transpose(1, 2)
         return torch.baddbmm(_GradTimes.apply(self.out_bias, E), h, w_out)
 
