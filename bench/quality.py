@@ -185,12 +185,12 @@ def main(argv=None) -> int:
         if d not in TARGETS:
             p.error(f"unknown dataset {d!r}; choose from {', '.join(TARGETS)}")
 
-    tmp = tempfile.mkdtemp(prefix="fastgan-quality-")
     if args.seeds < 1 or args.members < 1 or args.workers < 1:
         p.error("--seeds, --members and --workers must be positive")
     if args.members > 1 and (overrides.get("pack", 1) != 1 or overrides.get("mbstd") or overrides.get("spectral_norm")
                              or overrides.get("conditional")):
         p.error("pack, mbstd, spectral_norm and conditional need one Trainer run per seed: add --members 1")
+    tmp = tempfile.mkdtemp(prefix="fastgan-quality-")
     seed_groups = [list(range(a, min(a + args.members, args.seeds))) for a in range(0, args.seeds, args.members)]
     jobs = [{"data": d, "seeds": g, "overrides": overrides, "tmp": tmp} for d in datasets for g in seed_groups]
     n_runs = len(datasets) * args.seeds
