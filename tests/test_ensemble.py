@@ -41,12 +41,14 @@ def test_members_start_as_standalone_runs_and_forward_their_own_rows():
     assert D(x).dtype == torch.float32 and D(x).shape == (12,)
 
 
-def test_building_leaves_the_global_rng_alone():
+def test_building_and_taking_members_leave_the_global_rng_alone():
     torch.manual_seed(0)
     expected = torch.rand(3)
     torch.manual_seed(0)
-    _pair([1, 2])
+    G, D = _pair([1, 2])
+    G.member(0), D.member(1)
     assert torch.equal(torch.rand(3), expected)
+    assert G.double().member(1).out.weight.dtype == torch.float64
 
 
 def test_row_counts_that_do_not_divide_are_dealt_in_blocks():

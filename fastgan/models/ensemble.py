@@ -127,7 +127,9 @@ class _MLPEnsemble(nn.Module):
         """Member ``k`` as a standalone network (a copy of its current weights, on this device)."""
         if not 0 <= k < self.members:
             raise IndexError(f"member {k} out of range for an ensemble of {self.members}")
-        net = self.member_class(**self.arch).to(self.out_weight.device)
+        with torch.random.fork_rng(devices=[]):  # building runs an init: leave the global RNG as it was
+            net = self.member_class(**self.arch)
+        net = net.to(device=self.out_weight.device, dtype=self.out_weight.dtype)
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             net.hidden[2 * i].weight.copy_(w[k].t())
             net.hidden[2 * i + 1].bias.copy_(b[k, 0])
