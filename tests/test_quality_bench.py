@@ -51,3 +51,18 @@ def test_cpu_point_step_bench_times_every_form(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "bench" / "cpu_point_step.py"), "--rounds", "0"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "positive" in r.stderr
+
+
+def test_cpu_ensemble_step_bench_times_standalone_and_ensembles(tmp_path):
+    out = tmp_path / "e.json"
+    cmd = [sys.executable, str(ROOT / "bench" / "cpu_ensemble_step.py"), "--members", "1,2", "--procs", "1",
+           "--steps", "4", "--out", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(out.read_text())
+    assert set(rec["results"]) == {"1", "2"} and rec["procs"] == 1
+    assert all(v["median_ms"] > 0 and len(v["per_process_ms"]) == 1 for v in rec["results"].values())
+    assert rec["results"]["1"]["speedup_vs_standalone"] == 1.0
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "cpu_ensemble_step.py"), "--members", "0"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "positive" in r.stderr
