@@ -67,7 +67,6 @@ class _MLPEnsemble(nn.Module):
     """
 
     member_class: type = nn.Module
-    act: str = "relu"
 
     def __init__(self, nets: Sequence[nn.Module]):
         super().__init__()
@@ -90,6 +89,7 @@ class _MLPEnsemble(nn.Module):
                              f"std or spectral norm; member 0 sets {', '.join(unsupported)}")
         self.members = len(nets)
         self.arch = dict(arch)
+        self.act, self.alpha = nets[0].hidden[1].act, nets[0].hidden[1].alpha  # the members' BiasAct
         self.scale = float(arch["scale"])
         weights, biases = [], []
         for i in range(0, len(nets[0].hidden), 2):
@@ -118,7 +118,7 @@ class _MLPEnsemble(nn.Module):
         E = float(self.members)
         for w, b in zip(self.weights, self.biases):
             h = torch.baddbmm(_GradTimes.apply(b, E), h, _GradTimes.apply(w, E))
-            h = act_ref(h, self.act, 0.2, inplace=True)  # the fresh product: in place saves ~10% of a step
+            h = act_ref(h, self.act, self.alpha, inplace=True)  # the fresh product: in place saves ~10% of a step
         w_out = _GradTimes.apply(self.out_weight, E).transpose(1, 2)
         return torch.baddbmm(_GradTimes.apply(self.out_bias, E), h, w_out)
 
@@ -147,7 +147,6 @@ class MLPGeneratorEnsemble(_MLPEnsemble):
     """
 
     member_class = MLPGenerator
-    act = "relu"
 
     def __init__(self, generators: Sequence[MLPGenerator]):
         super().__init__(generators)
@@ -175,7 +174,6 @@ class MLPDiscriminatorEnsemble(_MLPEnsemble):
     """
 
     member_class = MLPDiscriminator
-    act = "lrelu"
     # real and fake must reach D in separate calls: one call over cat([real, fake]) would deal
     # member 0 real rows of several members
     batch_independent = False
