@@ -12,6 +12,12 @@ the other, so the host's drift between them is not controlled: repeat it.
 
 ``effective_ms`` is the member-step cost with all processes' work counted:
 the median per-process figure divided by ``--procs``.
+
+    python bench/cpu_ensemble_step.py --inplace-ab --out bench/results/cpu-ensemble-inplace.json
+
+times instead, in one process, two five-member ensembles in interleaved
+bursts, one activating its matrix products in place (fastgan's path) and one
+not, checks that they trained bit-identically, and reports both medians.
 """
 
 from __future__ import annotations
@@ -27,30 +33,67 @@ import time
 
 def _worker(members: int, steps: int, data: str) -> float:
     """Milliseconds per member-step of ``steps`` member-steps (after a short warm-up)."""
-    import dataclasses
-
     import torch
 
     import fastgan
-    from fastgan.data import load_data
-    from fastgan.models import build_point_ensemble
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="fastgan-ens-step-") as out:
-        cfg = fastgan.TrainConfig(data=data, out=out, seed=0, progress=False, device="cpu", sample_every=0,
-                                  ckpt_every=0)
         if members == 1:
-            trainer = fastgan.Trainer(cfg, resume=False)
+            trainer = fastgan.Trainer(fastgan.TrainConfig(data=data, out=out, seed=0, progress=False, device="cpu",
+                                                          sample_every=0, ckpt_every=0), resume=False)
         else:
-            member_cfg = cfg.resolved(points=True)
-            G, D = build_point_ensemble(member_cfg, range(members), point_scale=load_data(data).scale)
-            trainer = fastgan.Trainer(dataclasses.replace(member_cfg, batch_size=member_cfg.batch_size * members),
-                                      generator=G, discriminator=D, resume=False)
+            trainer = _make_ensemble(members, data, out)
         trainer.run_steps(8)
         n = max(steps // members, 4)
         t0 = time.perf_counter()
         trainer.run_steps(n)
         return (time.perf_counter() - t0) / (n * members) * 1e3
+
+
+def _make_ensemble(members: int, data: str, out: str):
+    import dataclasses
+
+    import fastgan
+    from fastgan.data import load_data
+    from fastgan.models import build_point_ensemble
+
+    cfg = fastgan.TrainConfig(data=data, out=out, seed=0, progress=False, device="cpu", sample_every=0,
+                              ckpt_every=0).resolved(points=True)
+    G, D = build_point_ensemble(cfg, range(members), point_scale=load_data(data).scale)
+    return fastgan.Trainer(dataclasses.replace(cfg, batch_size=cfg.batch_size * members),
+                           generator=G, discriminator=D, resume=False)
+
+
+def _inplace_ab(members: int, rounds: int, burst: int, data: str) -> dict:
+    """Interleaved bursts of two ensembles, activations in place or not; ms per member-step."""
+    import torch
+
+    import fastgan.models.ensemble as ens
+
+    torch.set_num_threads(1)
+    act_ref, use_inplace = ens.act_ref, {"on": True}
+    ens.act_ref = lambda x, act, alpha, inplace=False: act_ref(x, act, alpha, inplace and use_inplace["on"])
+    times: dict[str, list[float]] = {"inplace": [], "out_of_place": []}
+    try:
+        with tempfile.TemporaryDirectory(prefix="fastgan-ens-ab-") as out:
+            trainers = {k: _make_ensemble(members, data, f"{out}/{k}") for k in times}
+            for r in range(rounds + 1):                      # round 0 warms up
+                for k, tr in trainers.items():
+                    use_inplace["on"] = k == "inplace"
+                    t0 = time.perf_counter()
+                    tr.run_steps(burst)
+                    if r:
+                        times[k].append((time.perf_counter() - t0) / (burst * members) * 1e3)
+            same = all(torch.equal(a, b) for k in ("G", "D", "G_ema") for a, b in
+                       zip(getattr(trainers["inplace"], k).parameters(),
+                           getattr(trainers["out_of_place"], k).parameters()))
+    finally:
+        ens.act_ref = act_ref
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"members": members, "median_ms": {k: round(v, 3) for k, v in med.items()},
+            "speedup": round(med["out_of_place"] / med["inplace"], 3), "bit_identical": same,
+            "ms": {k: [round(x, 3) for x in v] for k, v in times.items()}}
 
 
 def main(argv=None) -> int:
@@ -60,6 +103,9 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=1200, help="member-steps timed per process (default 1200)")
     p.add_argument("--data", default="grid25", help="point dataset (default grid25)")
     p.add_argument("--out", default=None, help="JSON file for the results (default: print only)")
+    p.add_argument("--inplace-ab", action="store_true",
+                   help="time in-place against out-of-place ensemble activations in one process instead")
+    p.add_argument("--rounds", type=int, default=12, help="timed bursts per form with --inplace-ab (default 12)")
     p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker is not None:
@@ -77,6 +123,22 @@ def main(argv=None) -> int:
     import fastgan
     from fastgan.benchmark import environment, write_results
     from fastgan.benchmark_telemetry import Telemetry
+
+    cpu = torch.device("cpu")
+    if args.inplace_ab:
+        if args.rounds < 1:
+            p.error("--rounds must be positive")
+        members = max(sizes)
+        res = _inplace_ab(members, args.rounds, max(args.steps // (members * args.rounds), 1), args.data)
+        print(f"members={members}: in place {res['median_ms']['inplace']:.2f} ms, out of place "
+              f"{res['median_ms']['out_of_place']:.2f} ms per member-step (x{res['speedup']:.2f}); "
+              f"bit-identical: {res['bit_identical']}")
+        if args.out:
+            write_results({"benchmark": "MLP ensemble activations in place vs out of place (interleaved)",
+                           "data": args.data, "results": res, "env": environment(cpu, Telemetry(cpu)),
+                           "fastgan": fastgan.__version__, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}, args.out)
+            print(f"wrote {args.out}")
+        return 0 if res["bit_identical"] else 1
 
     results = {}
     for e in sizes:
@@ -97,7 +159,6 @@ def main(argv=None) -> int:
         for r in results.values():
             r["speedup_vs_standalone"] = round(base["median_ms"] / r["median_ms"], 3)
     if args.out:
-        cpu = torch.device("cpu")
         record = {"benchmark": "2-D step cost per trained GAN: standalone vs MLP ensembles", "data": args.data,
                   "procs": args.procs, "member_steps_per_process": args.steps, "results": results,
                   "env": environment(cpu, Telemetry(cpu)), "fastgan": fastgan.__version__,

@@ -63,6 +63,13 @@ def test_cpu_ensemble_step_bench_times_standalone_and_ensembles(tmp_path):
     assert set(rec["results"]) == {"1", "2"} and rec["procs"] == 1
     assert all(v["median_ms"] > 0 and len(v["per_process_ms"]) == 1 for v in rec["results"].values())
     assert rec["results"]["1"]["speedup_vs_standalone"] == 1.0
+    ab = tmp_path / "ab.json"
+    cmd = [sys.executable, str(ROOT / "bench" / "cpu_ensemble_step.py"), "--inplace-ab", "--members", "2",
+           "--rounds", "1", "--steps", "4", "--out", str(ab)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(ab.read_text())["results"]
+    assert res["bit_identical"] is True and res["members"] == 2 and all(v > 0 for v in res["median_ms"].values())
     r = subprocess.run([sys.executable, str(ROOT / "bench" / "cpu_ensemble_step.py"), "--members", "0"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "positive" in r.stderr
