@@ -111,7 +111,7 @@ def test_digits_real_images_score_well(digits):
     fake = digits.images[perm[900:]].float() / 127.5 - 1
     r = evaluate_samples(fake, half, seed=0)
     assert set(r) == {"fd", "kid", "kid_std", "precision", "recall", "classes", "num_classes",
-                      "classes_reverse_kl"}
+                      "classes_reverse_kl", "pixel_fd"}
     assert r["classes"] == 10 and r["num_classes"] == 10
     assert r["classes_reverse_kl"] < 0.02
     assert r["precision"] > 0.8 and r["recall"] > 0.8
@@ -163,12 +163,12 @@ def test_user_feature_callable_on_folder_like_data():
 # ------------------------------------------------------------------ metric selection and errors
 def test_default_metrics_per_kind(grid, digits):
     assert default_metrics(grid) == ["modes", "fd", "pr"]
-    assert default_metrics(digits) == ["fd", "kid", "pr", "classes"]
+    assert default_metrics(digits) == ["fd", "kid", "pr", "classes", "pixel_fd"]
     assert check_metrics(digits, " classes, fd ,fd") == ["classes", "fd"]
 
 
 def test_metric_errors(grid, digits):
-    with pytest.raises(ConfigError, match="unknown metric 'fid'; choose from fd, kid, pr, modes, classes"):
+    with pytest.raises(ConfigError, match="unknown metric 'fid'; choose from fd, kid, pr, modes, classes, pixel_fd"):
         check_metrics(grid, ["fid"])
     with pytest.raises(ConfigError, match="'modes' needs 2-D mixture data"):
         check_metrics(digits, ["modes"])

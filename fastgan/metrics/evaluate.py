@@ -2,17 +2,20 @@
 
 Metric names and what they return (one flat dict of numbers, JSON-ready):
 
-==========  ==================================================  ==========================
-name        meaning                                             keys
-==========  ==================================================  ==========================
-``fd``      Fréchet distance in the data's feature space         ``fd``
-``kid``     kernel distance, mean and std over subsets           ``kid``, ``kid_std``
-``pr``      improved precision / recall (k = 3)                 ``precision``, ``recall``
-``modes``   2-D mixtures: modes captured, high-quality          ``modes``, ``num_modes``,
-            fraction, reverse KL (PacGAN Table 1)               ``high_quality``, ``reverse_kl``
-``classes`` digits: classes found by the classifier and         ``classes``, ``num_classes``,
-            reverse KL against the real class distribution     ``classes_reverse_kl``
-==========  ==================================================  ==========================
+============  ==================================================  ==========================
+name          meaning                                             keys
+============  ==================================================  ==========================
+``fd``        Fréchet distance in the data's feature space        ``fd``
+``kid``       kernel distance, mean and std over subsets          ``kid``, ``kid_std``
+``pr``        improved precision / recall (k = 3)                 ``precision``, ``recall``
+``modes``     2-D mixtures: modes captured, high-quality          ``modes``, ``num_modes``,
+              fraction, reverse KL (PacGAN Table 1)               ``high_quality``, ``reverse_kl``
+``classes``   digits: classes found by the classifier and         ``classes``, ``num_classes``,
+              reverse KL against the real class distribution      ``classes_reverse_kl``
+``pixel_fd``  digits: Fréchet distance to the 1,797 real digits   ``pixel_fd``
+              in their native 8x8 pixel space (0..16 scale;
+              :mod:`fastgan.metrics.pixel_fd`)
+============  ==================================================  ==========================
 
 Feature spaces: raw coordinates for 2-D points, the digits classifier for
 ``digits`` and ``stacked_digits`` (per channel), InceptionV3 for other images.
@@ -37,9 +40,10 @@ from .features import FeatureFn, check_samples, data_family, digits_labels, feat
 from .fid import frechet_distance
 from .mmd import kid
 from .modes import class_coverage, mixture_mode_metrics
+from .pixel_fd import pixel_frechet_distance
 from .prdc import precision_recall
 
-METRICS = ("fd", "kid", "pr", "modes", "classes")
+METRICS = ("fd", "kid", "pr", "modes", "classes", "pixel_fd")
 # Generated samples per evaluation when n is not given (PacGAN uses 2,500 points;
 # stacked digits need many samples to see 1,000 modes; Inception is slow on CPUs).
 DEFAULT_N = {"points": 2500, "digits": 2000, "stacked_digits": 10000, "images": 5000}
@@ -54,7 +58,7 @@ def default_metrics(data) -> list[str]:
     Args:
         data: the reference :class:`fastgan.data.GanData`.
     """
-    return {"points": ["modes", "fd", "pr"], "digits": ["fd", "kid", "pr", "classes"],
+    return {"points": ["modes", "fd", "pr"], "digits": ["fd", "kid", "pr", "classes", "pixel_fd"],
             "stacked_digits": ["classes", "fd"], "images": ["fd", "kid", "pr"]}[data_family(data)]
 
 
@@ -84,6 +88,9 @@ def check_metrics(data, metrics: Union[None, str, Sequence[str]], features=None)
         if m == "classes" and family not in ("digits", "stacked_digits"):
             raise ConfigError("metric 'classes' needs digits or stacked_digits data "
                               "(it labels samples with the digits classifier)")
+        if m == "pixel_fd" and family != "digits":
+            raise ConfigError("metric 'pixel_fd' needs the built-in digits data "
+                              "(it compares with scikit-learn's 8x8 digits)")
     needs_features = any(m in ("fd", "kid", "pr") for m in names)
     if needs_features and features in (None, "auto", "inception") and (family == "images" or features == "inception"):
         from .inception import inception_available, inception_path, INCEPTION_URL
@@ -179,6 +186,8 @@ def evaluate_samples(fake, data, metrics: Union[None, str, Sequence[str]] = None
         r = class_coverage(digits_labels(fake, device), data.num_classes, reference)
         out.update({"classes": r["classes"], "num_classes": r["num_classes"],
                     "classes_reverse_kl": r["reverse_kl"]})
+    if "pixel_fd" in names:
+        out["pixel_fd"] = pixel_frechet_distance(fake)
     return out
 
 
@@ -194,8 +203,8 @@ def evaluate(G, data, metrics: Union[None, str, Sequence[str]] = None, n: Option
             conditional one; classes are sampled in turn), an ONNX Runtime
             generator, or a callable ``(z, labels) -> x`` with ``z_dim``.
         data: the reference :class:`fastgan.data.GanData`.
-        metrics: names among ``fd``, ``kid``, ``pr``, ``modes``, ``classes``
-            (list or comma-separated); empty means :func:`default_metrics`.
+        metrics: names among ``fd``, ``kid``, ``pr``, ``modes``, ``classes``,
+            ``pixel_fd`` (list or comma-separated); empty means :func:`default_metrics`.
         n: samples to generate (default per data kind: 2,500 points, 2,000
             digits, 10,000 stacked digits, 5,000 other images).
         seed: seed of the latents, the real subset and KID's subsets.
