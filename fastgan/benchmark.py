@@ -10,8 +10,12 @@ captures happen there), then timed over ``--windows`` windows of ``--steps``
 steps with CUDA events (``time.perf_counter`` on a CPU). Reported per recipe:
 median ms/step with min/max and quartiles over the windows, images/s, TFLOP/s
 (FLOPs of one step counted with ``torch.utils.flop_counter.FlopCounterMode``),
-peak memory (``torch.cuda.max_memory_allocated`` after a reset per recipe) and,
-when NVML is there, mean power, energy per step and SM clock.
+peak memory (``torch.cuda.max_memory_allocated`` after a reset per recipe),
+the signature of the networks it trained (every recipe trains the same ones)
+and, when NVML is there, mean power, energy per step and SM clock. The
+headline, per preset and batch, is fastgan's fastest recipe against the
+fastest plain-PyTorch recipe of the same run. With ``--out`` the JSON is
+rewritten after every recipe, so an interrupted run keeps what it measured.
 
 ``--compare BASELINE.json`` exits with status 1 when a recipe present in both
 runs is more than ``--threshold`` (10%) slower than in the baseline;
@@ -34,8 +38,9 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from .benchmark_recipes import (PRESETS, RECIPES, BenchContext, Built, RecipeSkipped, get_preset, scratch_dir,
-                                select_recipes, synthetic_data)
+from .benchmark_context import (PRESETS, BenchContext, Built, RecipeSkipped, get_preset, network_signature,
+                                scratch_dir, synthetic_data)
+from .benchmark_recipes import RECIPES, select_recipes
 from .benchmark_telemetry import Telemetry
 from .errors import ConfigError, FastGANError
 from .train import resolve_device
@@ -64,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=None, help="override the preset's network width")
     p.add_argument("--z_dim", type=int, default=None, help="override the preset's latent size")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--out", default=None, help="write the results as JSON here (rewritten after every recipe)")
     p.add_argument("--compare", default=None, metavar="BASELINE.json",
                    help="exit 1 when a recipe is more than --threshold slower than in this baseline")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
@@ -168,6 +173,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                    "cudnn_benchmark": bool(args.cudnn_benchmark) if cuda else None,
                    "overrides": {"width": args.width, "z_dim": args.z_dim}},
         "results": [],
+        "complete": False,
     }
     with scratch_dir() as workdir:
         for preset in presets:
@@ -178,10 +184,13 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                     res = run_recipe(recipe, ctx, steps, windows, warmup, telemetry)
                     report["results"].append(res)
                     print(_progress_line(res), file=sys.stderr, flush=True)
+                    if args.out:   # what was measured survives a run that is cut short
+                        write_results(report, args.out)
                 del ctx
             del data
     telemetry.close()
-    _add_speedups(report["results"])
+    report["headline"] = add_speedups(report["results"])
+    report["complete"] = True
     return report
 
 
@@ -200,14 +209,15 @@ def run_recipe(recipe, ctx: BenchContext, steps: int, windows: int, warmup: int,
     Returns:
         One result record (``status`` ok, skipped or error).
     """
-    res: dict[str, Any] = {"recipe": recipe.name, "description": recipe.description, "preset": ctx.preset.name,
-                           "batch_size": ctx.batch_size}
+    res: dict[str, Any] = {"recipe": recipe.name, "description": recipe.description, "plain": recipe.plain,
+                           "preset": ctx.preset.name, "batch_size": ctx.batch_size}
     _release_memory(ctx.device)
     built: Optional[Built] = None
     info: dict[str, Any] = {}
     try:
         built = recipe.build(ctx)
         info = built.info
+        networks = network_signature(*built.networks)
         if "graph" in recipe.name or recipe.name == "fastgan-fast":
             warmup = max(warmup, MIN_GRAPH_WARMUP)
         built.run(warmup)
@@ -235,6 +245,7 @@ def run_recipe(recipe, ctx: BenchContext, steps: int, windows: int, warmup: int,
                tflops=None if flops is None else flops / (med / 1000.0) / 1e12,
                peak_mem_mb=None if peak is None else peak / 2**20, timing="cuda-events" if ctx.cuda else "perf_counter")
     res.update(telemetry.result(steps * windows))
+    res["networks"] = networks
     res["info"] = info
     return res
 
@@ -287,14 +298,38 @@ def _spread(times: list[float]) -> dict[str, float]:
             "windows": len(times)}
 
 
-def _add_speedups(results: list[dict[str, Any]]) -> None:
-    """``speedup_vs_graph``: recipe (3)'s median over each recipe's, per preset and batch."""
-    ref = {(r["preset"], r["batch_size"]): r["ms_per_step"]["median"] for r in results
-           if r["recipe"] == "pytorch-graph-bf16" and r["status"] == "ok"}
+def add_speedups(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Set ``speedup_vs_best_plain`` on every timed result; return the headline per preset and batch.
+
+    The headline compares fastgan's fastest recipe with the fastest plain-PyTorch
+    recipe of the same run, and says whether every timed recipe trained the
+    same networks (equal :func:`~fastgan.benchmark_context.network_signature`).
+
+    Args:
+        results: result records of one run (changed in place).
+    """
+    groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in results:
-        base = ref.get((r["preset"], r["batch_size"]))
-        if base and r["status"] == "ok":
-            r["speedup_vs_pytorch_graph"] = base / r["ms_per_step"]["median"]
+        if r["status"] == "ok":
+            groups.setdefault((r["preset"], r["batch_size"]), []).append(r)
+    headline = []
+    for (preset, batch), rs in groups.items():
+        plain = min((r for r in rs if r.get("plain")), key=lambda r: r["ms_per_step"]["median"], default=None)
+        ours = min((r for r in rs if not r.get("plain")), key=lambda r: r["ms_per_step"]["median"], default=None)
+        for r in rs:
+            if plain is not None:
+                r["speedup_vs_best_plain"] = plain["ms_per_step"]["median"] / r["ms_per_step"]["median"]
+        entry: dict[str, Any] = {
+            "preset": preset, "batch_size": batch,
+            "same_networks": len({r["networks"]["digest"] for r in rs if "networks" in r}) <= 1,
+            "fastest_fastgan": None if ours is None else ours["recipe"],
+            "fastest_fastgan_ms": None if ours is None else ours["ms_per_step"]["median"],
+            "fastest_plain": None if plain is None else plain["recipe"],
+            "fastest_plain_ms": None if plain is None else plain["ms_per_step"]["median"],
+            "speedup": None if ours is None or plain is None else
+            plain["ms_per_step"]["median"] / ours["ms_per_step"]["median"]}
+        headline.append(entry)
+    return headline
 
 
 def _sync(device: torch.device) -> None:
@@ -303,8 +338,8 @@ def _sync(device: torch.device) -> None:
 
 
 def _release_memory(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
+    if device.type == "cuda":   # peak memory is measured per recipe there (a full gc costs ~0.3 s on a CPU)
+        gc.collect()
         torch.cuda.synchronize(device)
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -371,7 +406,7 @@ def format_table(report: dict[str, Any]) -> str:
     head = (f"fastgan bench on {env.get('device_name')} (torch {env.get('torch')}, triton {env.get('triton')}, "
             f"CUDA {env.get('cuda')}, driver {env.get('driver')})")
     cols = ("preset", "batch", "recipe", "ms/step", "min-max", "img/s", "TFLOP/s", "peak MiB", "W", "J/step",
-            "MHz", "vs (3)")
+            "MHz", "vs plain")
     rows = []
     for r in report["results"]:
         if r["status"] != "ok":
@@ -382,8 +417,8 @@ def format_table(report: dict[str, Any]) -> str:
                      f"{ms['min']:.3f}-{ms['max']:.3f}", _fmt(r.get("images_per_s"), ",.0f"),
                      _fmt(r.get("tflops"), ".3g"), _fmt(r.get("peak_mem_mb"), ",.0f"),
                      _fmt(r.get("power_w"), ".0f"), _fmt(r.get("energy_j_per_step"), ".3f"),
-                     _fmt(r.get("sm_clock_mhz"), ".0f"), _fmt(r.get("speedup_vs_pytorch_graph"), ".2f") + "x"
-                     if r.get("speedup_vs_pytorch_graph") else "-"))
+                     _fmt(r.get("sm_clock_mhz"), ".0f"), _fmt(r.get("speedup_vs_best_plain"), ".2f") + "x"
+                     if r.get("speedup_vs_best_plain") else "-"))
     full = [row for row in rows if len(row) == len(cols)]
     widths = [max([len(c)] + [len(row[i]) for row in (rows if i < 3 else full)]) for i, c in enumerate(cols)]
     lines = [head, "  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip()]
@@ -392,7 +427,22 @@ def format_table(report: dict[str, Any]) -> str:
             lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
         else:
             lines.append("  ".join(v.ljust(w) for v, w in zip(row[:3], widths)) + "  " + row[3])
+    lines += [headline_line(h) for h in report.get("headline", [])]
     return "\n".join(lines)
+
+
+def headline_line(h: dict[str, Any]) -> str:
+    """One line: fastgan's fastest recipe against the fastest plain one for a preset and batch.
+
+    Args:
+        h: an entry of a report's ``headline`` list.
+    """
+    head = f"headline {h['preset']} b{h['batch_size']}: "
+    if h["speedup"] is None:
+        return head + "no ratio (fastgan or plain PyTorch had no timed recipe)"
+    text = (f"{h['fastest_fastgan']} {h['fastest_fastgan_ms']:.3f} ms vs {h['fastest_plain']} "
+            f"{h['fastest_plain_ms']:.3f} ms: {h['speedup']:.2f}x")
+    return head + text + ("" if h["same_networks"] else "  WARNING: the recipes trained different networks")
 
 
 def write_results(report: dict[str, Any], path: str) -> None:

@@ -1,4 +1,5 @@
-"""The throughput runner on CPU: JSON and table, skipped CUDA recipes, the --compare gate, errors."""
+"""The throughput runner on CPU: JSON and table, skipped CUDA recipes, same networks everywhere, the
+headline ratio, the --compare gate, errors."""
 
 import copy
 import json
@@ -9,12 +10,14 @@ import torch
 
 from fastgan import benchmark
 from fastgan import benchmark_recipes as recipes
+from fastgan.benchmark_context import BenchContext, PRESETS, get_preset, synthetic_data
+from fastgan.benchmark_plain import PlainGAN, plain_networks
 from fastgan.cli import main as cli_main
 
 TINY = ["--device", "cpu", "--preset", "dcgan16", "--batch_size", "4", "--width", "8", "--steps", "1",
         "--windows", "2", "--warmup", "1"]
-RECIPES = "pytorch-eager-fp32,pytorch-eager-bf16,pytorch-graph-bf16,fastgan-eager,fastgan-compile,fastgan-graph," \
-          "fastgan-fast"
+RECIPES = "pytorch-eager-fp32,pytorch-eager-bf16,pytorch-graph-bf16,pytorch-graph-compiled,fastgan-eager," \
+          "fastgan-compile,fastgan-graph,fastgan-fast"
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +25,9 @@ def cpu_run(tmp_path_factory):
     """One tiny CPU benchmark run shared by the tests below: (exit status, stdout, report)."""
     out = tmp_path_factory.mktemp("bench") / "results.json"
     mp = pytest.MonkeyPatch()
-    mp.setenv("FASTGAN_COMPILE_BACKEND", "aot_eager")   # inductor takes ~40 s per graph on a CPU
+    # dynamo's tracing alone ("eager" backend): the compile recipe still runs through torch.compile, without
+    # inductor's ~40 s per graph on a CPU (the engine's own tests check the compiled maths)
+    mp.setenv("FASTGAN_COMPILE_BACKEND", "eager")
     import io
     import contextlib
     buf = io.StringIO()
@@ -48,8 +53,9 @@ def test_cpu_run_writes_well_formed_json_and_table(cpu_run):
     assert report["config"]["batch_sizes"] == [4] and report["config"]["presets"] == ["dcgan16"]
     by = {r["recipe"]: r for r in report["results"]}
     assert list(by) == RECIPES.split(",")
-    for name in ("pytorch-eager-bf16", "pytorch-graph-bf16", "fastgan-graph"):
-        assert by[name]["status"] == "skipped" and by[name]["reason"] == "needs CUDA"
+    assert by["pytorch-eager-bf16"]["status"] == "skipped" and by["pytorch-eager-bf16"]["reason"] == "needs CUDA"
+    for name in ("pytorch-graph-bf16", "pytorch-graph-compiled", "fastgan-graph"):
+        assert by[name]["status"] == "skipped" and by[name]["reason"] == "needs CUDA (whole-step CUDA graph)"
     for name in ("pytorch-eager-fp32", "fastgan-eager", "fastgan-compile", "fastgan-fast"):
         r = by[name]
         assert r["status"] == "ok", r
@@ -60,13 +66,24 @@ def test_cpu_run_writes_well_formed_json_and_table(cpu_run):
         assert r["gflop_per_step"] > 0 and r["tflops"] > 0
         assert r["peak_mem_mb"] is None and r["timing"] == "perf_counter"
     assert by["fastgan-fast"]["info"]["engine"]["mode"] == "eager"
-    assert by["fastgan-compile"]["info"]["engine"]["compile_backend"] == "aot_eager"
+    assert by["fastgan-compile"]["info"]["engine"]["compile_backend"] == "eager"
     # pytorch/examples also computes D's weight gradients in the G step; fastgan freezes D there
     assert by["pytorch-eager-fp32"]["gflop_per_step"] > by["fastgan-eager"]["gflop_per_step"]
     assert by["fastgan-eager"]["gflop_per_step"] == by["fastgan-fast"]["gflop_per_step"]
+    # every recipe that ran trained the same networks, and the headline says so
+    ran = [r for r in report["results"] if r["status"] == "ok"]
+    assert len({json.dumps(r["networks"], sort_keys=True) for r in ran}) == 1
+    assert ran[0]["networks"]["d_tensors"] == 7 and ran[0]["networks"]["g_tensors"] == 8
+    (head,) = report["headline"]
+    assert head["same_networks"] is True and head["fastest_plain"] == "pytorch-eager-fp32"
+    fastest = min((r for r in ran if not r["plain"]), key=lambda r: r["ms_per_step"]["median"])
+    assert head["fastest_fastgan"] == fastest["recipe"]
+    assert head["speedup"] == pytest.approx(by["pytorch-eager-fp32"]["ms_per_step"]["median"]
+                                            / fastest["ms_per_step"]["median"])
+    assert report["complete"] is True
     for name in by:
         assert name in stdout
-    assert "ms/step" in stdout and "skipped: needs CUDA" in stdout
+    assert "ms/step" in stdout and "skipped: needs CUDA" in stdout and "headline dcgan16 b4: " in stdout
 
 
 @pytest.fixture(autouse=True)
@@ -165,3 +182,92 @@ def test_a_failing_recipe_is_reported_and_exit_3(monkeypatch, tmp_path, capsys):
     res = json.loads(out.read_text())["results"]
     assert res[0]["status"] == "error" and res[0]["reason"] == "RuntimeError: boom"
     assert res[1]["status"] == "ok"
+
+
+# ---------------------------------------------------------------------------- same networks in every recipe
+def _fastgan_networks(preset, batch=8):
+    """fastgan's (G, D) exactly as the benchmark's fastgan recipes build them (on the CPU)."""
+    ctx = BenchContext(preset, batch, torch.device("cpu"), synthetic_data(preset, torch.device("cpu")), "unused")
+    (built,) = [recipes.fastgan_recipe(recipes.FastganVariant("eager"))(ctx)]
+    return built.networks
+
+
+def _head_as_linear(D, p):
+    """fastgan applies D's last 4x4 convolution as a linear layer on the flattened map."""
+    return p.flatten(1) if p is D.out.weight else p
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_plain_recipe_has_fastgans_parameter_shapes(name):
+    preset = get_preset(name, width=8)
+    G, D = _fastgan_networks(preset)
+    for sigmoid in (True, False):   # recipe (1) ends D in a Sigmoid; (2), (3), (4) use logits
+        pG, pD = plain_networks(preset, sigmoid)
+        assert [p.shape for p in pG.parameters()] == [p.shape for p in G.parameters()]
+        assert [p.shape for p in pD.parameters()] == [_head_as_linear(D, p).shape for p in D.parameters()]
+    ctx = BenchContext(preset, 8, torch.device("cpu"), synthetic_data(preset, torch.device("cpu")), "unused")
+    ran = [r.build(ctx) for r in recipes.RECIPES if r.name in ("pytorch-eager-fp32", "fastgan-eager", "fastgan-fast")]
+    assert len({json.dumps(benchmark.network_signature(*b.networks)) for b in ran}) == 1
+
+
+@pytest.mark.parametrize("name", ["dcgan16", "dcgan32", "mlp2d"])
+def test_plain_networks_compute_fastgans_function(name):
+    """With fastgan's weights copied in, the plain networks give fastgan's outputs and running statistics."""
+    preset = get_preset(name, width=8)
+    G, D = _fastgan_networks(preset)
+    pG, pD = plain_networks(preset, sigmoid=False)
+    with torch.no_grad():
+        for net, plain in ((G, pG), (D, pD)):
+            for p, q in zip(net.parameters(), plain.parameters()):
+                q.copy_(p.reshape(q.shape))
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(8, preset.z_dim, generator=g)
+    x = synthetic_data(preset, torch.device("cpu"))[:8]
+    x = x.float() / 127.5 - 1 if x.dtype == torch.uint8 else x
+    z_plain = z * getattr(G, "z_gain", 1.0)
+    z_plain = z_plain[:, :, None, None] if preset.kind == "image" else z_plain
+    torch.testing.assert_close(pG(z_plain) * getattr(G, "scale", 1.0), G(z), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(pD(x / getattr(D, "scale", 1.0)).view(-1), D(x), rtol=1e-4, atol=1e-5)
+    fast_stats = [b for n, b in D.named_buffers() if "running" in n]
+    plain_stats = [b for n, b in pD.named_buffers() if "running" in n]
+    assert len(fast_stats) == len(plain_stats) and (len(fast_stats) > 0) == (preset.kind == "image")
+    for a, b in zip(fast_stats, plain_stats):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_compiled_pieces_train_like_the_eager_step():
+    """Recipe (4)'s compiled forward+loss pieces (aot_eager here; inductor on a GPU) follow the eager step."""
+    preset = get_preset("dcgan16", width=4)
+    ctx = BenchContext(preset, 4, torch.device("cpu"), synthetic_data(preset, torch.device("cpu")), "unused")
+    eager = PlainGAN(ctx, amp=None, channels_last=False, adam={}, sigmoid=False)
+    comp = PlainGAN(ctx, amp=None, channels_last=False, adam={}, sigmoid=False,
+                    compile_kwargs={"backend": "aot_eager", "dynamic": False, "fullgraph": True})
+    start = [p.detach().clone() for p in comp.G.parameters()]
+    for gan in (eager, comp):
+        torch.manual_seed(3)
+        for _ in range(2):
+            gan.tuned_step()
+    for net in ("G", "D"):
+        for a, b in zip(getattr(eager, net).state_dict().values(), getattr(comp, net).state_dict().values()):
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+    assert not all(torch.equal(a, b) for a, b in zip(start, comp.G.parameters()))   # it trained
+    assert all(p.requires_grad for p in comp.D.parameters())   # D unfrozen after the G update
+
+
+def test_headline_is_fastest_fastgan_against_fastest_plain():
+    def res(recipe, plain, ms, digest="a", status="ok", batch=4):
+        return {"recipe": recipe, "plain": plain, "preset": "p", "batch_size": batch, "status": status,
+                "ms_per_step": {"median": ms}, "networks": {"digest": digest}}
+
+    results = [res("pytorch-a", True, 4.0), res("pytorch-b", True, 2.0), res("pytorch-c", True, 1.0, status="skipped"),
+               res("fastgan-x", False, 1.0), res("fastgan-y", False, 0.5), res("fastgan-z", False, 3.0, batch=8)]
+    head = {h["batch_size"]: h for h in benchmark.add_speedups(results)}
+    assert head[4]["fastest_plain"] == "pytorch-b" and head[4]["fastest_fastgan"] == "fastgan-y"
+    assert head[4]["speedup"] == 4.0 and head[4]["same_networks"] is True
+    assert head[8]["speedup"] is None and head[8]["fastest_plain"] is None
+    assert results[0]["speedup_vs_best_plain"] == 0.5 and "speedup_vs_best_plain" not in results[2]
+    results[1]["networks"]["digest"] = "b"
+    (h4, _) = benchmark.add_speedups(results)
+    assert h4["same_networks"] is False
+    assert "different networks" in benchmark.headline_line(h4)
+
