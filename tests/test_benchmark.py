@@ -271,3 +271,13 @@ def test_headline_is_fastest_fastgan_against_fastest_plain():
     assert h4["same_networks"] is False
     assert "different networks" in benchmark.headline_line(h4)
 
+
+
+def test_benchmark_tools_are_extras_not_runtime_dependencies():
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")   # Python >= 3.11
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    runtime = " ".join(project["dependencies"])
+    assert "pytest" not in runtime
+    assert any(d.startswith("pytest-benchmark") for d in project["optional-dependencies"]["bench"])
