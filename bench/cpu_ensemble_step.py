@@ -11,7 +11,8 @@ the other, so the host's drift between them is not controlled: repeat it.
     python bench/cpu_ensemble_step.py --members 1,3,5,10 --steps 1500
 
 ``effective_ms`` is the member-step cost with all processes' work counted:
-the median per-process figure divided by ``--procs``.
+the median per-process figure divided by ``--procs``. With ``--procs 1`` the
+one worker runs in this process.
 
     python bench/cpu_ensemble_step.py --inplace-ab --out bench/results/cpu-ensemble-inplace.json
 
@@ -142,13 +143,16 @@ def main(argv=None) -> int:
 
     results = {}
     for e in sizes:
-        cmd = [sys.executable, __file__, "--worker", str(e), "--steps", str(args.steps), "--data", args.data]
-        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(args.procs)]
-        outs = [pr.communicate()[0] for pr in procs]
-        if any(pr.returncode for pr in procs):
-            print(f"a worker for members={e} failed", file=sys.stderr)
-            return 1
-        ms = [json.loads(o.strip().splitlines()[-1])["ms"] for o in outs]
+        if args.procs == 1:   # nothing runs beside it: this process is the worker
+            ms = [_worker(e, args.steps, args.data)]
+        else:
+            cmd = [sys.executable, __file__, "--worker", str(e), "--steps", str(args.steps), "--data", args.data]
+            procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(args.procs)]
+            outs = [pr.communicate()[0] for pr in procs]
+            if any(pr.returncode for pr in procs):
+                print(f"a worker for members={e} failed", file=sys.stderr)
+                return 1
+            ms = [json.loads(o.strip().splitlines()[-1])["ms"] for o in outs]
         med = statistics.median(ms)
         results[str(e)] = {"per_process_ms": [round(m, 3) for m in ms], "median_ms": round(med, 3),
                            "effective_ms": round(med / args.procs, 3)}
