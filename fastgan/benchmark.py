@@ -15,7 +15,9 @@ the signature of the networks it trained (every recipe trains the same ones)
 and, when NVML is there, mean power, energy per step and SM clock. The
 headline, per preset and batch, is fastgan's fastest recipe against the
 fastest plain-PyTorch recipe of the same run. With ``--out`` the JSON is
-rewritten after every recipe, so an interrupted run keeps what it measured.
+rewritten after every recipe, so an interrupted run keeps what it measured;
+``--append`` adds a run's results to those already in ``--out`` (the GPU check
+times the compiled recipes that way, after the others).
 
 ``--compare BASELINE.json`` exits with status 1 when a recipe present in both
 runs is more than ``--threshold`` (10%) slower than in the baseline;
@@ -70,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--z_dim", type=int, default=None, help="override the preset's latent size")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--out", default=None, help="write the results as JSON here (rewritten after every recipe)")
+    p.add_argument("--append", action="store_true",
+                   help="add this run's results to those already in --out (same device); the headline covers all")
     p.add_argument("--compare", default=None, metavar="BASELINE.json",
                    help="exit 1 when a recipe is more than --threshold slower than in this baseline")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
@@ -108,11 +112,14 @@ def _main(args: argparse.Namespace) -> int:
         raise ConfigError("--results needs --compare BASELINE.json")
     if args.threshold < 0:
         raise ConfigError(f"--threshold must be >= 0, got {args.threshold}")
+    if args.append and not args.out:
+        raise ConfigError("--append needs --out RESULTS.json")
     baseline = read_results(args.compare) if args.compare else None
     if args.results:
         report = read_results(args.results)
     else:
-        report = run_benchmark(args)
+        earlier = read_results(args.out) if args.append and Path(args.out).is_file() else None
+        report = run_benchmark(args, earlier)
         print(format_table(report))
         if args.out:
             write_results(report, args.out)
@@ -141,11 +148,12 @@ def list_text() -> str:
 
 
 
-def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+def run_benchmark(args: argparse.Namespace, earlier: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Run every (preset, batch, recipe) the arguments select; return the report dict.
 
     Args:
         args: parsed ``fastgan bench`` arguments.
+        earlier: a report of the same device whose results this run extends (``--append``).
     """
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
@@ -175,6 +183,12 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "results": [],
         "complete": False,
     }
+    if earlier is not None:
+        if earlier.get("env", {}).get("device_name") != report["env"]["device_name"]:
+            raise ConfigError(f"--append: '{args.out}' holds results from {earlier.get('env', {}).get('device_name')!r}, "
+                              f"this run is on {report['env']['device_name']!r}")
+        report["results"] = list(earlier["results"])
+        report["config"]["appended_to"] = earlier.get("config")
     with scratch_dir() as workdir:
         for preset in presets:
             data = synthetic_data(preset, device)

@@ -184,6 +184,28 @@ def test_a_failing_recipe_is_reported_and_exit_3(monkeypatch, tmp_path, capsys):
     assert res[1]["status"] == "ok"
 
 
+def test_append_adds_results_and_recomputes_the_headline(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    assert benchmark.main(TINY + ["--recipes", "pytorch-eager-fp32", "--out", str(out)]) == 0
+    first = json.loads(out.read_text())
+    assert first["headline"][0]["fastest_fastgan"] is None and first["headline"][0]["speedup"] is None
+    assert benchmark.main(TINY + ["--recipes", "fastgan-eager", "--out", str(out), "--append"]) == 0
+    report = json.loads(out.read_text())
+    assert [r["recipe"] for r in report["results"]] == ["pytorch-eager-fp32", "fastgan-eager"]
+    assert report["results"][0] == {**first["results"][0], "speedup_vs_best_plain": 1.0}
+    assert report["config"]["appended_to"]["recipes"] == ["pytorch-eager-fp32"]
+    (head,) = report["headline"]
+    assert head["fastest_fastgan"] == "fastgan-eager" and head["fastest_plain"] == "pytorch-eager-fp32"
+    assert head["speedup"] > 0 and head["same_networks"] is True
+    other = copy.deepcopy(report)
+    other["env"]["device_name"] = "Another GPU"
+    out.write_text(json.dumps(other))
+    capsys.readouterr()
+    assert benchmark.main(TINY + ["--recipes", "fastgan-eager", "--out", str(out), "--append"]) == 2
+    assert "holds results from 'Another GPU'" in capsys.readouterr().err
+    assert benchmark.main(TINY + ["--append"]) == 2
+
+
 # ---------------------------------------------------------------------------- same networks in every recipe
 def _fastgan_networks(preset, batch=8):
     """fastgan's (G, D) exactly as the benchmark's fastgan recipes build them (on the CPU)."""
