@@ -6,7 +6,7 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.fastgan-installed
 
-.PHONY: install demo test bench bench-kernels bench-onnx quality gpu-check clean
+.PHONY: install demo test bench bench-kernels bench-onnx quality gpu-check gpu-check-plan clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -35,8 +35,12 @@ bench-onnx: install  ## ONNX Runtime vs eager PyTorch generator inference (CPU)
 quality: install  ## grid25/ring8 over 10 seeds against PacGAN's table
 	$(BIN)/python bench/quality.py
 
-gpu-check: install  ## on a CUDA machine: GPU tests + kernel and throughput benchmarks
-	bash bench/gpu_check.sh
+# No `install` prerequisite: the check installs fastgan itself, offline, beside the machine's own torch.
+gpu-check:  ## offline CUDA machine with torch + triton: tests, throughput, bandwidth in < 10 min (OUT=DIR)
+	$(PY) bench/gpu_check.py $(if $(OUT),--out $(OUT))
+
+gpu-check-plan:  ## the GPU check's stages and time bounds (no GPU needed)
+	$(PY) bench/gpu_check.py --plan
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
