@@ -38,6 +38,10 @@ def _check_args(x, weight, bias, running_mean, running_var, training):
             raise ValueError(f"batch_norm_act: {name} of shape {tuple(t.shape)} does not match {c} channels")
     if (running_mean is None) != (running_var is None):
         raise ValueError("batch_norm_act: pass both running_mean and running_var, or neither")
+    for name, t in (("running_mean", running_mean), ("running_var", running_var)):
+        if training and t is not None and t.shape[0] > 1 and t.stride(0) == 0:
+            raise ValueError(f"batch_norm_act: {name} is an expanded view (its elements overlap in memory) and "
+                             "cannot be updated in place; pass a buffer of its own")
     if (training or running_mean is None) and x.numel() // max(c, 1) <= 1:
         raise ValueError(f"batch_norm_act: expected more than 1 value per channel when training, got input "
                          f"of shape {tuple(x.shape)}")
@@ -70,8 +74,12 @@ def batch_norm_act_ref(x: torch.Tensor, weight: torch.Tensor | None, bias: torch
     _check_args(x, weight, bias, running_mean, running_var, training)
     cdt = torch.promote_types(x.dtype, torch.float32)
     xf = x.to(cdt)
-    w = None if weight is None else weight.to(cdt)
-    b = None if bias is None else bias.to(cdt)
+    # Dense copies of the (C,) vectors it only reads: torch 2.13's CPU channels_last batch_norm backward
+    # reads a strided weight, bias or (eval) running variance as if dense.
+    w = None if weight is None else weight.to(cdt).contiguous()
+    b = None if bias is None else bias.to(cdt).contiguous()
+    if not training and running_mean is not None:
+        running_mean, running_var = running_mean.contiguous(), running_var.contiguous()
     buffers_match = running_mean is None or (running_mean.dtype == cdt and running_var.dtype == cdt)
     if buffers_match:
         y = F.batch_norm(xf, running_mean, running_var, w, b, training or running_mean is None, momentum, eps)
@@ -149,9 +157,9 @@ def _bn_stats_combine_kernel(
     x_ptr,     # input (for the shift x[0, c, 0])
     mean_ptr,  # fp32 (C,) out: batch mean
     rstd_ptr,  # fp32 (C,) out: 1 / sqrt(biased batch variance + eps)
-    rm_ptr,    # running mean (C,), updated in place; unused when HAS_RUNNING is False
-    rv_ptr,    # running variance (C,), updated in place with the unbiased variance; unused likewise
-    G, C, I, n, eps, momentum,
+    rm_ptr,    # running mean (C,) with stride rm_stride, updated in place; unused when HAS_RUNNING is False
+    rv_ptr,    # running variance (C,) with stride rv_stride, updated in place with the unbiased variance
+    G, C, I, n, eps, momentum, rm_stride, rv_stride,
     HAS_RUNNING: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """Sum the partials in a fixed order (deterministic), then mean / rstd / running update."""
@@ -171,11 +179,11 @@ def _bn_stats_combine_kernel(
     tl.store(mean_ptr + c, mean, mask=cm)
     tl.store(rstd_ptr + c, tl.rsqrt(var + eps), mask=cm)
     if HAS_RUNNING:
-        rm = tl.load(rm_ptr + c, mask=cm, other=0.0).to(tl.float32)
-        rv = tl.load(rv_ptr + c, mask=cm, other=0.0).to(tl.float32)
+        rm = tl.load(rm_ptr + c * rm_stride, mask=cm, other=0.0).to(tl.float32)
+        rv = tl.load(rv_ptr + c * rv_stride, mask=cm, other=0.0).to(tl.float32)
         unbiased = var * (n / (n - 1.0))
-        tl.store(rm_ptr + c, (rm + momentum * (mean - rm)).to(rm_ptr.dtype.element_ty), mask=cm)
-        tl.store(rv_ptr + c, (rv + momentum * (unbiased - rv)).to(rv_ptr.dtype.element_ty), mask=cm)
+        tl.store(rm_ptr + c * rm_stride, (rm + momentum * (mean - rm)).to(rm_ptr.dtype.element_ty), mask=cm)
+        tl.store(rv_ptr + c * rv_stride, (rv + momentum * (unbiased - rv)).to(rv_ptr.dtype.element_ty), mask=cm)
 
 
 @jit
@@ -334,6 +342,7 @@ def _bn_stats_impl(x: torch.Tensor, running_mean: torch.Tensor | None, running_v
     launch(_bn_stats_combine_kernel, (cdiv(view.C, block_c),), part, x, mean, rstd,
            running_mean if has_running else mean, running_var if has_running else rstd,
            groups, view.C, view.I, float(view.O * view.I), eps, momentum,
+           running_mean.stride(0) if has_running else 1, running_var.stride(0) if has_running else 1,
            HAS_RUNNING=has_running, BLOCK_G=block_g, BLOCK_C=block_c)
     return mean, rstd
 
@@ -423,13 +432,17 @@ def batch_norm_act_triton(x: torch.Tensor, weight: torch.Tensor | None, bias: to
     gradient through the batch statistics, so the autograd result is the full BN gradient.
     """
     x = dense_for_channels(x, 1)
+    # The kernels index per-channel vectors densely: strided or expanded views cost a C-value copy.
+    # The running stats are written in place, with their own strides (see _bn_stats_combine_kernel).
+    weight = None if weight is None else weight.contiguous()
+    bias = None if bias is None else bias.contiguous()
     batch_stats = training or running_mean is None
     if batch_stats:
         update = training and running_mean is not None
         mean, rstd = _bn_stats_op(x.detach(), running_mean if update else None, running_var if update else None,
                                   float(momentum), float(eps))
     else:
-        mean, rstd = running_mean, running_var  # the kernels turn the variance into rstd
+        mean, rstd = running_mean.contiguous(), running_var.contiguous()  # the kernels turn the variance into rstd
     return _bn_act_op(x, mean, rstd, weight, bias, float(eps), batch_stats, ACT_CODES[act], float(alpha))
 
 

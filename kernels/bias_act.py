@@ -192,6 +192,7 @@ def bias_act_triton(x: torch.Tensor, b: torch.Tensor | None, act: str, alpha: fl
     dim = dim % x.ndim
     if b is not None:
         _check_bias(x, b, dim)
+        b = b.contiguous()  # the kernels index the bias densely; a strided or expanded view costs a C-value copy
     x = dense_for_channels(x, dim)
     return _bias_act_op(x, b, ACT_CODES[act], float(alpha), 1.0 if gain is None else float(gain),
                         None if clamp is None else float(clamp), dim)

@@ -190,3 +190,56 @@ def test_reference_gradcheck_and_gradgradcheck(training):
 
     assert torch.autograd.gradcheck(fn, (x, w, b))
     assert torch.autograd.gradgradcheck(fn, (x, w, b))
+
+
+@needs_triton
+@pytest.mark.parametrize("param_view", ["strided", "expanded"])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_strided_and_expanded_parameters_and_running_stats(param_view, training, channels_last):
+    """weight / bias / running stats given as views: values, gradients and the running buffers match the
+    reference, and a running-stat update into a strided view leaves the elements between untouched."""
+    c = 5
+    g = torch.Generator().manual_seed(11)
+    if param_view == "strided":
+        w_leaf = (torch.rand(2 * c, generator=g) + 0.5).to(DEVICE)
+        b_leaf = torch.randn(2 * c, generator=g).to(DEVICE)
+        view = lambda t: t[::2]  # noqa: E731
+    else:
+        w_leaf = torch.tensor([1.3]).to(DEVICE)
+        b_leaf = torch.tensor([-0.4]).to(DEVICE)
+        view = lambda t: t.expand(c)  # noqa: E731
+    rm_wide = torch.randn(2 * c, generator=g).to(DEVICE)
+    rv_wide = (torch.rand(2 * c, generator=g) + 0.5).to(DEVICE)
+    x = make((3, c, 4, 3), channels_last, torch.float32)
+    dy = make((3, c, 3, 4), False, torch.float32, seed=12, scale=1.0, offset=0.0).transpose(2, 3)
+    out = []
+    # the oracle is the reference given dense copies of the views (torch's own CPU batch_norm is not
+    # right for every view, see batch_norm_act_ref)
+    for impl, dense in (("triton", False), ("ref", False), ("ref", True)):
+        xx = x.detach().clone().requires_grad_(True)
+        wl, bl = w_leaf.clone().requires_grad_(True), b_leaf.clone().requires_grad_(True)
+        rm, rv = rm_wide.clone(), rv_wide.clone()
+        args = [view(wl), view(bl), rm[1::2], rv[1::2]]
+        if dense:
+            args = [t.clone() for t in args]
+        y = batch_norm_act(xx, *args, training, momentum=0.3, act="lrelu", impl=impl)
+        y.backward(dy)
+        if dense:
+            rm[1::2], rv[1::2] = args[2], args[3]
+        out.append(dict(y=y, dx=xx.grad, dw=wl.grad, db=bl.grad, rm=rm, rv=rv))
+    compare(out[0], out[2], torch.float32)
+    compare(out[1], out[2], torch.float32)
+    for got in out[:2]:
+        assert torch.equal(got["rm"][::2], rm_wide[::2]) and torch.equal(got["rv"][::2], rv_wide[::2])
+
+
+@pytest.mark.parametrize("impl", ["ref", pytest.param("triton", marks=needs_triton)])
+def test_expanded_running_stats_are_refused(impl):
+    x = make((3, 4, 2, 2), False, torch.float32)
+    rm, rv = torch.zeros(1, device=DEVICE).expand(4), torch.ones(1, device=DEVICE).expand(4)
+    with pytest.raises(ValueError, match="running_mean .*overlap"):
+        batch_norm_act(x, None, None, rm, rv, True, impl=impl)
+    # read-only in eval mode: an expanded buffer is fine there
+    y = batch_norm_act(x, None, None, rm, rv, False, impl=impl)
+    torch.testing.assert_close(y, torch.relu(x / (1 + 1e-5) ** 0.5))

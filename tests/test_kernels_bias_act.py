@@ -187,3 +187,47 @@ def test_act_ref_in_place_matches_out_of_place_to_second_order(act):
         grads.append((y.detach(), gx.detach(), gw))
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def _views(c, seed):
+    """Leaf tensors and the non-dense views of them that an op receives: strided, expanded, offset."""
+    g = torch.Generator().manual_seed(seed)
+    wide = torch.randn(2 * c + 1, generator=g).to(DEVICE).requires_grad_(True)
+    one = torch.randn(1, generator=g).to(DEVICE).requires_grad_(True)
+    return {"strided": (wide, lambda t: t[1::2]), "expanded": (one, lambda t: t.expand(c)),
+            "offset": (wide, lambda t: t[c + 1:])}
+
+
+@needs_triton
+@pytest.mark.parametrize("bias_view", ["strided", "expanded", "offset"])
+@pytest.mark.parametrize("shape,dim,channels_last,x_view", [
+    ((3, 5, 4, 6), 1, False, "dense"),
+    ((3, 5, 4, 6), 1, True, "dense"),
+    ((3, 5, 4, 6), 1, False, "expanded"),    # x broadcast along N and H (stride 0)
+    ((3, 5, 4, 6), 1, False, "transposed"),  # x and dy with H and W swapped in memory
+    ((4, 7), -1, False, "dense"),
+])
+def test_strided_and_expanded_arguments(shape, dim, channels_last, x_view, bias_view):
+    """Every tensor argument may be a view: values and every gradient match the reference."""
+    c = shape[dim]
+    base, view = _views(c, seed=3)[bias_view]
+    g = torch.Generator().manual_seed(4)
+    if x_view == "expanded":
+        x_leaf = torch.randn(1, shape[1], 1, shape[3], generator=g).to(DEVICE)
+        make_x = lambda t: t.expand(shape)  # noqa: E731
+    elif x_view == "transposed":
+        x_leaf = torch.randn(shape[0], shape[1], shape[3], shape[2], generator=g).to(DEVICE)
+        make_x = lambda t: t.transpose(2, 3)  # noqa: E731
+    else:
+        x_leaf = make_input(shape, channels_last, torch.float32, seed=5)
+        make_x = lambda t: t  # noqa: E731
+    dy = torch.randn(tuple(reversed(shape)), generator=g).to(DEVICE).permute(*reversed(range(len(shape))))
+    out = []
+    for impl in ("triton", "ref"):
+        xl = x_leaf.detach().clone().requires_grad_(True)
+        bl = base.detach().clone().requires_grad_(True)
+        y = bias_act(make_x(xl), view(bl), act="lrelu", alpha=0.2, gain=1.3, dim=dim, impl=impl)
+        y.backward(dy)
+        out.append((y, xl.grad, bl.grad))
+    for name, got, want in zip(("y", "dx", "db"), *out):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5, msg=lambda m: f"{name}: {m}")

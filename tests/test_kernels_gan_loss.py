@@ -78,3 +78,14 @@ def test_reference_gradcheck_and_gradgradcheck(kind):
     for real in (True, False):
         assert torch.autograd.gradcheck(lambda t: gan_loss_ref(t, real, kind), (x,))
         assert torch.autograd.gradgradcheck(lambda t: gan_loss_ref(t, real, kind), (x,))
+
+
+@needs_triton
+def test_expanded_logits():
+    leaf = logits((1, 3), torch.float32)
+    out = []
+    for impl in ("triton", "ref"):
+        xx = leaf.clone().requires_grad_(True)
+        gan_loss(xx.expand(5, 3), True, "ns", impl=impl).backward()
+        out.append(xx.grad)
+    torch.testing.assert_close(out[0], out[1])
