@@ -16,13 +16,13 @@ Public API::
     BiasAct, BatchNormAct (nn.Module wrappers), use_impl, set_default_impl
 """
 
-from ._common import ACTS, HAS_TRITON, get_default_impl, set_default_impl, use_impl
+from ._common import ACTS, HAS_TRITON, TRITON_INTERPRETED, get_default_impl, set_default_impl, use_impl
 from .batch_norm_act import BatchNormAct, batch_norm_act, batch_norm_act_ref
 from .bias_act import BiasAct, bias_act, bias_act_ref
 from .gan_loss import LOSS_KINDS, gan_loss, gan_loss_ref
 
 __all__ = [
-    "ACTS", "HAS_TRITON", "LOSS_KINDS",
+    "ACTS", "HAS_TRITON", "TRITON_INTERPRETED", "LOSS_KINDS",
     "bias_act", "bias_act_ref", "BiasAct",
     "batch_norm_act", "batch_norm_act_ref", "BatchNormAct",
     "gan_loss", "gan_loss_ref",

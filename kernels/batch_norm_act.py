@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._common import (ACT_CODES, TUNING, act_derivative, act_forward, act_ref, cdiv, channel_sum, ChannelView,
-                      check_act, combine_blocks, dense_for_channels, jit, launch, match_layout, per_channel,
+                      check_act, combine_blocks, dense_for_channels, jit, match_layout, per_channel,
                       reduction_programs, refuse_double_backward, resolve_impl, sum_partials, tile_offsets,
-                      TilePlan, tl, TritonOp)
+                      TilePlan, tl, TritonOp, wrap_triton)
 
 
 def _check_args(x, weight, bias, running_mean, running_var, training):
@@ -334,12 +334,12 @@ def _bn_stats_impl(x: torch.Tensor, running_mean: torch.Tensor | None, running_v
     rstd = torch.empty_like(mean)
     plan, groups, rows_per_group = _reduce_plan(x, view)
     part = torch.empty((groups, 2, view.C), device=x.device, dtype=torch.float32)
-    launch(_bn_stats_kernel, (groups, plan.c_blocks), x, part, view.O, view.C, view.I, rows_per_group,
+    wrap_triton(_bn_stats_kernel)[(groups, plan.c_blocks)](x, part, view.O, view.C, view.I, rows_per_group,
            ROWS=view.rows, BIG=view.big, BLOCK_O=plan.BLOCK_O, BLOCK_C=plan.BLOCK_C, BLOCK_I=plan.BLOCK_I,
            num_warps=TUNING["warps_reduce"])
     block_c, block_g = combine_blocks(groups, view.C)
     has_running = running_mean is not None
-    launch(_bn_stats_combine_kernel, (cdiv(view.C, block_c),), part, x, mean, rstd,
+    wrap_triton(_bn_stats_combine_kernel)[(cdiv(view.C, block_c),)](part, x, mean, rstd,
            running_mean if has_running else mean, running_var if has_running else rstd,
            groups, view.C, view.I, float(view.O * view.I), eps, momentum,
            running_mean.stride(0) if has_running else 1, running_var.stride(0) if has_running else 1,
@@ -357,7 +357,7 @@ def _bn_act_impl(x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, weight
         return y
     view = ChannelView(x, 1)
     plan = TilePlan(view, TUNING["tile_elementwise"], TUNING["max_block_c"])
-    launch(_bn_apply_kernel, (plan.o_blocks, plan.c_blocks, plan.i_blocks),
+    wrap_triton(_bn_apply_kernel)[(plan.o_blocks, plan.c_blocks, plan.i_blocks)](
            x, mean, rstd, mean if weight is None else weight, mean if bias is None else bias, y,
            view.O, view.C, view.I, eps, alpha, plan.o_blocks,
            STATS_ARE_VAR=not batch_stats, HAS_W=weight is not None, HAS_B=bias is not None, ACT=act,
@@ -383,7 +383,7 @@ def _bn_act_backward_impl(dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor,
     part = torch.empty((groups, 2, view.C), device=x.device, dtype=torch.float32)
     w_arg = mean if weight is None else weight
     b_arg = mean if bias is None else bias
-    launch(_bn_bwd_reduce_kernel, (groups, plan.c_blocks),
+    wrap_triton(_bn_bwd_reduce_kernel)[(groups, plan.c_blocks)](
            dy, x, mean, rstd, w_arg, b_arg, part, dx if write_dx_here else part,
            view.O, view.C, view.I, rows_per_group, eps, alpha,
            STATS_ARE_VAR=not batch_stats, HAS_W=weight is not None, HAS_B=bias is not None, ACT=act,
@@ -393,7 +393,7 @@ def _bn_act_backward_impl(dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor,
                         torch.empty(2, view.C, device=x.device, dtype=torch.float32))
     if need_dx and batch_stats:
         ew = TilePlan(view, TUNING["tile_elementwise"], TUNING["max_block_c"])
-        launch(_bn_bwd_dx_kernel, (ew.o_blocks, ew.c_blocks, ew.i_blocks),
+        wrap_triton(_bn_bwd_dx_kernel)[(ew.o_blocks, ew.c_blocks, ew.i_blocks)](
                dy, x, mean, rstd, w_arg, b_arg, sums, dx,
                view.O, view.C, view.I, 1.0 / (view.O * view.I), alpha, ew.o_blocks,
                HAS_W=weight is not None, HAS_B=bias is not None, ACT=act, ROWS=view.rows, BIG=view.big,

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._common import (ACT_CODES, TUNING, act_derivative, act_forward, act_ref, channel_sum, ChannelView,
-                      check_act, dense_for_channels, jit, launch, match_layout, per_channel,
+                      check_act, dense_for_channels, jit, match_layout, per_channel,
                       reduction_programs, refuse_double_backward, resolve_impl, sum_partials, tile_offsets,
-                      TilePlan, tl, TritonOp)
+                      TilePlan, tl, TritonOp, wrap_triton)
 
 
 # ----------------------------------------------------------------------------- reference
@@ -131,7 +131,7 @@ def _bias_act_impl(x: torch.Tensor, b: torch.Tensor | None, act: int, alpha: flo
         return y
     view = ChannelView(x, dim)
     plan = TilePlan(view, TUNING["tile_elementwise"], TUNING["max_block_c"])
-    launch(_bias_act_fwd_kernel, (plan.o_blocks, plan.c_blocks, plan.i_blocks),
+    wrap_triton(_bias_act_fwd_kernel)[(plan.o_blocks, plan.c_blocks, plan.i_blocks)](
            x, x if b is None else b, y, view.O, view.C, view.I, alpha, gain, 0.0 if clamp is None else clamp,
            HAS_BIAS=b is not None, ACT=act, HAS_CLAMP=clamp is not None, ROWS=view.rows, BIG=view.big,
            BLOCK_O=plan.BLOCK_O, BLOCK_C=plan.BLOCK_C, BLOCK_I=plan.BLOCK_I, num_warps=TUNING["warps_elementwise"])
@@ -155,7 +155,7 @@ def _bias_act_backward_impl(dy: torch.Tensor, x: torch.Tensor, b: torch.Tensor |
     if not db.numel():  # no reduction: one tile per program
         groups, rows_per_group = plan.o_blocks, plan.BLOCK_O
     part = torch.empty((groups, view.C) if db.numel() else (0,), device=x.device, dtype=torch.float32)
-    launch(_bias_act_bwd_kernel, (groups, plan.c_blocks),
+    wrap_triton(_bias_act_bwd_kernel)[(groups, plan.c_blocks)](
            dy, x, x if b is None else b, dx if need_dx else dy, part if db.numel() else dy,
            view.O, view.C, view.I, rows_per_group, alpha, gain, 0.0 if clamp is None else clamp,
            HAS_BIAS=b is not None, ACT=act, HAS_CLAMP=clamp is not None, NEED_DX=need_dx,

@@ -10,7 +10,7 @@ wgan   -x              x
 import torch
 import torch.nn.functional as F
 
-from ._common import TritonOp, cdiv, jit, launch, next_pow2, refuse_double_backward, resolve_impl, sigmoid, tl
+from ._common import TritonOp, cdiv, jit, next_pow2, refuse_double_backward, resolve_impl, sigmoid, tl, wrap_triton
 
 LOSS_KINDS = ("ns", "lsgan", "hinge", "wgan")
 
@@ -129,10 +129,10 @@ def _gan_loss_impl(logits: torch.Tensor, real: bool, kind: int,
     out = torch.empty(1, device=x.device, dtype=torch.float32)
     part = out if groups == 1 else torch.empty(groups, device=x.device, dtype=torch.float32)
     inv_n = 1.0 / n if n else float("nan")  # mean of nothing is nan, as in torch
-    launch(_gan_loss_kernel, (groups,), x, grad if need_grad else x, part, n, per_program, inv_n,
+    wrap_triton(_gan_loss_kernel)[(groups,)](x, grad if need_grad else x, part, n, per_program, inv_n,
            REAL=real, KIND=kind, WRITE_GRAD=need_grad, FINAL=groups == 1, BLOCK=_BLOCK)
     if groups > 1:
-        launch(_gan_loss_combine_kernel, (1,), part, out, groups, inv_n, BLOCK=min(1024, next_pow2(groups)))
+        wrap_triton(_gan_loss_combine_kernel)[(1,)](part, out, groups, inv_n, BLOCK=min(1024, next_pow2(groups)))
     return out.reshape(()), grad.reshape(logits.shape) if need_grad else grad
 
 
