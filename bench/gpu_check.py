@@ -195,7 +195,8 @@ def cap_file(path: Path, limit: int = FILE_LIMIT) -> bool:
 
 
 # ---------------------------------------------------------------------------- running one command
-def run_bounded(argv: list[str], log: Path, timeout_s: float, env: dict, cwd: Path = ROOT) -> tuple[Optional[int], bool, float]:
+def run_bounded(argv: list[str], log: Path, timeout_s: float, env: dict,
+                cwd: Path = ROOT) -> tuple[Optional[int], bool, float]:
     """Run ``argv`` with its output appended to ``log``; stop its process group at ``timeout_s``.
 
     Args:
@@ -311,7 +312,8 @@ def install(python: str, venv: Path, log: Path, deadline: float) -> dict[str, An
                              capture_output=True, text=True, env=env, timeout=30).stdout.strip()
     lines = [f"import site; site.addsitedir({d!r})" for d in json.loads(sites.stdout) if os.path.isdir(d)]
     Path(purelib, "_fastgan_gpu_check_base.pth").write_text("\n".join(lines) + "\n")
-    pip = [vpy, "-m", "pip", "install", "--no-index", "--no-deps", "--no-build-isolation", "--disable-pip-version-check"]
+    pip = [vpy, "-m", "pip", "install", "--no-index", "--no-deps", "--no-build-isolation",
+           "--disable-pip-version-check"]
     if not step(pip + ["-e", str(ROOT)]):
         rec["error"] = "pip install failed (see install.log)"
         return _finish(rec, t0)

@@ -9,8 +9,9 @@ from helpers import one_thread  # noqa: F401  (fixture)
 import torch
 
 from fastgan import benchmark
+from fastgan import benchmark_report as report_mod
 from fastgan import benchmark_recipes as recipes
-from fastgan.benchmark_context import BenchContext, PRESETS, get_preset, synthetic_data
+from fastgan.benchmark_context import BenchContext, PRESETS, get_preset, network_signature, synthetic_data
 from fastgan.benchmark_plain import PlainGAN, plain_networks
 from fastgan.cli import main as cli_main
 
@@ -131,7 +132,7 @@ def test_compare_function_reports_devices_and_missing_recipes(cpu_run):
     other = copy.deepcopy(report)
     other["env"]["device_name"] = "Another GPU"
     other["results"] = other["results"][:1]
-    regressions, lines = benchmark.compare(report, other)
+    regressions, lines = report_mod.compare(report, other)
     assert regressions == [] and any("Another GPU" in l for l in lines)
     assert "1 recipe(s) in common" in lines[0]
 
@@ -229,7 +230,7 @@ def test_every_plain_recipe_has_fastgans_parameter_shapes(name):
         assert [p.shape for p in pD.parameters()] == [_head_as_linear(D, p).shape for p in D.parameters()]
     ctx = BenchContext(preset, 8, torch.device("cpu"), synthetic_data(preset, torch.device("cpu")), "unused")
     ran = [r.build(ctx) for r in recipes.RECIPES if r.name in ("pytorch-eager-fp32", "fastgan-eager", "fastgan-fast")]
-    assert len({json.dumps(benchmark.network_signature(*b.networks)) for b in ran}) == 1
+    assert len({json.dumps(network_signature(*b.networks)) for b in ran}) == 1
 
 
 @pytest.mark.parametrize("name", ["dcgan16", "dcgan32", "mlp2d"])
@@ -283,15 +284,15 @@ def test_headline_is_fastest_fastgan_against_fastest_plain():
 
     results = [res("pytorch-a", True, 4.0), res("pytorch-b", True, 2.0), res("pytorch-c", True, 1.0, status="skipped"),
                res("fastgan-x", False, 1.0), res("fastgan-y", False, 0.5), res("fastgan-z", False, 3.0, batch=8)]
-    head = {h["batch_size"]: h for h in benchmark.add_speedups(results)}
+    head = {h["batch_size"]: h for h in report_mod.add_speedups(results)}
     assert head[4]["fastest_plain"] == "pytorch-b" and head[4]["fastest_fastgan"] == "fastgan-y"
     assert head[4]["speedup"] == 4.0 and head[4]["same_networks"] is True
     assert head[8]["speedup"] is None and head[8]["fastest_plain"] is None
     assert results[0]["speedup_vs_best_plain"] == 0.5 and "speedup_vs_best_plain" not in results[2]
     results[1]["networks"]["digest"] = "b"
-    (h4, _) = benchmark.add_speedups(results)
+    (h4, _) = report_mod.add_speedups(results)
     assert h4["same_networks"] is False
-    assert "different networks" in benchmark.headline_line(h4)
+    assert "different networks" in report_mod.headline_line(h4)
 
 
 

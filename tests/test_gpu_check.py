@@ -56,7 +56,8 @@ def test_every_step_command_is_valid_here(tmp_path):
     recipes = set()
     for name in ("throughput", "throughput-compiled"):
         args = benchmark.build_parser().parse_args(by[name][4:])
-        assert args.preset == ["dcgan64"] and args.batch_size == [128, 512] and args.out == str(tmp_path / "throughput.json")
+        assert args.preset == ["dcgan64"] and args.batch_size == [128, 512]
+        assert args.out == str(tmp_path / "throughput.json")
         recipes |= {r.name for r in select_recipes(args.recipes)}
     assert args.append
     defaults = {r.name for r in select_recipes("default")}
@@ -96,7 +97,8 @@ def _py(code):
 def test_steps_are_bounded_and_the_summary_survives(tmp_path, monkeypatch):
     monkeypatch.setattr(gpu_check, "GRACE_S", 0.5)
     pidfile = tmp_path / "child.pid"
-    stuck = ("import subprocess, sys, time; c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']);"
+    stuck = ("import subprocess, sys, time; "
+             "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']);"
              f"open({str(pidfile)!r}, 'w').write(str(c.pid)); print('started', flush=True); time.sleep(60)")
     Step = gpu_check.Step
     plan = (Step("quick", "a", 2.0, "exits 0", _py("print('quick ran')"), "tests.log"),
