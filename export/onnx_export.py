@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from fastgan.errors import ConfigError
+from fastgan.files import atomic_write
 
 from .errors import ExportError
 from .fp16 import convert_to_fp16
@@ -174,7 +175,7 @@ def export_onnx(G: nn.Module, path: Union[str, os.PathLike], *, fp16: bool = Fal
             figures = ", ".join(f"batch {b}: {d:.2e}" for b, d in diffs.items())
             raise ExportError(f"ONNX Runtime differs from PyTorch by more than {tol:.0e} ({figures}); "
                               f"nothing written to '{path}'")
-    _write_atomic(path, data)
+    _write_onnx(path, data)
     return ExportReport(
         path=str(path), opset=opset, precision=precision, generator_class=info.generator_class,
         file_size=path.stat().st_size, max_abs_diff=diffs, tolerance=tol, verified=bool(verify),
@@ -261,18 +262,10 @@ def _finish_proto(proto, info: GeneratorInfo) -> None:
         raise ExportError(f"the ONNX checker rejected the exported graph: {text[0] if text else e}") from None
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+def _write_onnx(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically, an OS error becoming one line."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, data)
     except OSError as e:
         raise ConfigError(f"cannot write '{path}': {e.strerror or e}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()

@@ -14,6 +14,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from .errors import ConfigError
+from .files import atomic_write
 
 ArrayLike = Union[np.ndarray, "torch.Tensor"]  # noqa: F821  (torch is optional here)
 
@@ -64,7 +65,7 @@ def _save_png(arr_hwc: np.ndarray, path: Path) -> None:
     from PIL import Image
 
     img = Image.fromarray(arr_hwc[..., 0] if arr_hwc.shape[-1] == 1 else arr_hwc)
-    _atomic_write(path, lambda f: img.save(f, format="PNG"))
+    atomic_write(path, lambda f: img.save(f, format="PNG"))
 
 
 def plot_points(points: ArrayLike, path: Union[str, Path], modes: Optional[ArrayLike] = None,
@@ -97,7 +98,7 @@ def plot_points(points: ArrayLike, path: Union[str, Path], modes: Optional[Array
         for x, y in to_px(m):
             draw.line((x - 4, y, x + 4, y), fill=(220, 30, 30))
             draw.line((x, y - 4, x, y + 4), fill=(220, 30, 30))
-    _atomic_write(Path(path), lambda f: img.save(f, format="PNG"))
+    atomic_write(Path(path), lambda f: img.save(f, format="PNG"))
 
 
 def write_samples(x: ArrayLike, out: Union[str, Path], *, labels: Optional[ArrayLike] = None,
@@ -139,32 +140,17 @@ def write_samples(x: ArrayLike, out: Union[str, Path], *, labels: Optional[Array
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        _atomic_write(path, lambda f: np.save(f, a))
+        atomic_write(path, lambda f: np.save(f, a))
     elif suffix == ".npz":
         arrays = {"samples": a}
         if labels is not None:
             arrays["labels"] = _as_numpy(labels)
-        _atomic_write(path, lambda f: np.savez(f, **arrays))
+        atomic_write(path, lambda f: np.savez(f, **arrays))
     elif a.ndim == 2:
         plot_points(a, path, modes=modes)
     else:
         _save_png(make_grid(a), path)
     return [path]
-
-
-def _atomic_write(path: Path, write_fn) -> None:
-    """Write through a temporary file and rename it into place."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def save_image_grid(images: ArrayLike, path: Union[str, Path], nrow: Optional[int] = None) -> Path:

@@ -18,8 +18,6 @@ safetensors in :func:`fastgan.metrics.cache.cache_dir`, keyed by
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -29,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import DataError
+from ..files import atomic_write
 from .cache import cache_dir
 
 # Bump when the architecture, preprocessing or training recipe changes: old
@@ -241,19 +240,12 @@ def save_classifier(model: DigitsClassifier, path: Path) -> None:
         model: the classifier.
         path: destination ``.safetensors`` file.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"version": CLASSIFIER_VERSION, "accuracy": repr(float(model.accuracy))}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, save(state, metadata=meta))
 
 
 def read_classifier(path: Path) -> Optional[DigitsClassifier]:
