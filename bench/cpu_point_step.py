@@ -62,7 +62,7 @@ def main(argv=None) -> int:
         cfg = fastgan.TrainConfig(data=args.data, out=os.path.join(tmp, name), seed=0, progress=False,
                                   device="cpu", sample_every=0, ckpt_every=0)
         trainers[name] = fastgan.Trainer(cfg, resume=False)
-    if not trainers["both"]._d_one_pass:
+    if not trainers["both"].D.batch_independent:
         print("note: this D is not batch independent; one_pass runs the two-pass form", file=sys.stderr)
     times: dict[str, list[float]] = {name: [] for name in forms}
     try:
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
             for name, (hidden, one_pass) in forms.items():
                 mlp._run_hidden = hidden
                 tr = trainers[name]
-                tr._d_one_pass = one_pass and tr._d_one_pass
+                tr.D.batch_independent = one_pass and trainers["both"].D.batch_independent
                 t0 = time.perf_counter()
                 tr.run_steps(args.burst)
                 if r:

@@ -50,12 +50,12 @@ def export_run(run_dir: PathLike, out_path: PathLike, fp16: bool = False, *,
     Returns:
         The :class:`ExportReport`; print it with :func:`format_report`.
     """
-    import fastgan
+    from fastgan.checkpoint import load_generator
     from fastgan.config import TrainConfig
 
     from .onnx_export import export_onnx
 
-    G = fastgan.load_generator(run_dir)
+    G = load_generator(run_dir)
     config = TrainConfig.from_dict(_checkpoint_config(G) or find_run_config(run_dir))
     return export_onnx(G, out_path, fp16=fp16, opset=opset, verify=verify, config=config,
                        metadata={"source_run": Path(run_dir).name})

@@ -93,7 +93,7 @@ def generator_info(G: nn.Module, *, fp16: bool = False, config: Any = None,
         cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
         cfg_hash = cfg.config_hash()
         cfg_dict = {k: v for k, v in cfg.to_dict().items() if k not in ("out", "progress", "device")}
-    from fastgan import __version__
+    from fastgan.version import __version__
 
     return GeneratorInfo(
         generator_class=type(G).__name__, arch_config=dict(arch), z_dim=z_dim, out_shape=out_shape,

@@ -15,8 +15,7 @@ Heavy modules (the trainer, export, benchmark) are imported lazily so that
 
 from .config import TrainConfig
 from .errors import CheckpointError, ConfigError, DataError, FastGANError, TrainingError
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "TrainConfig", "Trainer", "load_generator", "FastGANError", "ConfigError",
@@ -24,8 +23,11 @@ __all__ = [
 ]
 
 
-def __getattr__(name):  # PEP 562: lazy access to the trainer
-    if name in ("Trainer", "load_generator"):
-        from . import train
-        return getattr(train, name)
+def __getattr__(name):  # PEP 562: the trainer and checkpoint reader load torch's heavier parts on first use
+    if name == "Trainer":
+        from .train import Trainer
+        return Trainer
+    if name == "load_generator":
+        from .checkpoint import load_generator
+        return load_generator
     raise AttributeError(f"module 'fastgan' has no attribute {name!r}")

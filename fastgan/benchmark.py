@@ -45,7 +45,7 @@ from .benchmark_report import (DEFAULT_THRESHOLD, add_speedups, compare, format_
                                write_results)
 from .benchmark_telemetry import Telemetry
 from .errors import ConfigError, FastGANError
-from .train import resolve_device
+from .engine import resolve_device
 
 SCHEMA = 1
 # Defaults per device kind: (preset, batch sizes, steps per window, windows, warm-up steps)

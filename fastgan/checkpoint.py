@@ -212,3 +212,40 @@ def load_module_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor
             raise CheckpointError(f"checkpoint {what} does not match this config: {k!r} has shape "
                                   f"{tuple(weights[k].shape)}, expected {tuple(v.shape)}")
     module.load_state_dict(weights)
+
+
+def load_generator(run: os.PathLike | str, device: str | torch.device = "cpu", ema: bool = True) -> torch.nn.Module:
+    """Load a trained generator from a run folder or a checkpoint folder.
+
+    Args:
+        run: a run folder (its latest checkpoint is used) or one checkpoint folder.
+        device: where to put the network.
+        ema: use the EMA weights when the run kept them.
+
+    Returns:
+        The generator, in eval mode, with ``z_dim``, ``out_shape`` and ``num_classes`` attributes.
+    """
+    from .models import generator_from_arch  # the networks pull in the kernels: only when a generator is wanted
+
+    p = Path(run)
+    if not p.exists():
+        raise CheckpointError(f"no run or checkpoint at '{p}'")
+    if (p / MODELS_FILE).exists() or p.is_file():
+        ckpt = p
+    else:
+        ckpt = latest_checkpoint(p)
+        if ckpt is None:
+            raise CheckpointError(f"'{p}' holds no checkpoint (train first: fastgan train --out {p})")
+    nets, meta = read_models(ckpt)
+    if "generator_class" not in meta:
+        raise CheckpointError(f"'{ckpt}' holds a user-supplied generator: rebuild it yourself and load "
+                              "its weights with fastgan.checkpoint.read_models")
+    try:
+        arch = json.loads(meta["generator_arch"])
+    except (KeyError, json.JSONDecodeError):
+        raise CheckpointError(f"'{ckpt}' has unreadable generator metadata") from None
+    G = generator_from_arch(meta["generator_class"], arch)
+    key = "G_ema" if ema and "G_ema" in nets else "G"
+    load_module_weights(G, nets[key], "generator")
+    G.fastgan_metadata = dict(meta)  # config hash etc., for exports
+    return G.to(device).eval().requires_grad_(False)

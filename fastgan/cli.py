@@ -15,7 +15,6 @@ import argparse
 import dataclasses
 import json
 import os
-import re
 import sys
 import typing
 from pathlib import Path
@@ -25,30 +24,14 @@ from .config import TrainConfig
 from .errors import ConfigError, FastGANError
 
 
-def _field_help() -> dict[str, str]:
-    """Per-field help text, taken from the ``Args:`` section of TrainConfig's docstring."""
-    doc = TrainConfig.__doc__ or ""
-    helps: dict[str, str] = {}
-    current = None
-    for line in doc.splitlines():
-        m = re.match(r"^\s{8}(\w+): (.*)$", line)
-        if m:
-            current = m.group(1)
-            helps[current] = m.group(2).strip()
-        elif current and line.startswith(" " * 12):
-            helps[current] += " " + line.strip()
-    return helps
-
-
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
     hints = typing.get_type_hints(TrainConfig)
-    helps = _field_help()
     defaults = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         t = hints[f.name]
         base = typing.get_args(t)[0] if typing.get_origin(t) is typing.Union else t
         d = getattr(defaults, f.name)
-        h = f"{helps.get(f.name, '')} (default: {'auto' if d is None else d})".replace("%", "%%")
+        h = f"{f.metadata['help']} (default: {'auto' if d is None else d})".replace("%", "%%")
         if base is bool:
             p.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=h)
         else:
@@ -57,7 +40,7 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``fastgan`` command."""
-    from . import __version__
+    from .version import __version__
 
     parser = argparse.ArgumentParser(prog="fastgan", description="Train, sample, export, evaluate and benchmark GANs.")
     parser.add_argument("--version", action="version", version=f"fastgan {__version__}")
@@ -100,16 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_thread_for_points(trainer) -> None:
-    """Run the 2-D MLPs on one CPU thread unless the user chose a thread count.
-
-    Their matrices are 256 x 128: a second OpenMP thread gains nothing and, on a
-    busy machine, its spin-waiting made steps several times slower.
-    """
-    if trainer.data.kind == "points" and trainer.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+def _cpu_threads(trainer) -> None:
+    """Use the thread count the data asks for on the CPU, unless the user chose one."""
+    threads = trainer.data.cpu_threads
+    if threads and trainer.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         import torch
 
-        torch.set_num_threads(1)
+        torch.set_num_threads(threads)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -128,7 +108,7 @@ def _train(args: argparse.Namespace) -> int:
     else:
         cfg = TrainConfig(**given)
     trainer = Trainer(cfg)
-    _one_thread_for_points(trainer)
+    _cpu_threads(trainer)
     print(f"fastgan: {trainer.engine.plan.summary()}", file=sys.stderr)
     if trainer.step >= trainer.cfg.steps:
         print(f"fastgan: run '{out}' already reached step {trainer.step} (raise --steps to train more)",
@@ -165,8 +145,8 @@ def _sample(args: argparse.Namespace) -> int:
         from .export import sample_onnx
         written = sample_onnx(args.onnx, args.n, args.out, seed=args.seed, labels=labels)
     else:
+        from .checkpoint import load_generator
         from .sampling import generate
-        from .train import load_generator
 
         G = load_generator(args.run, device=args.device, ema=args.ema)
         x = generate(G, args.n, z_dim=G.z_dim, seed=args.seed, labels=labels, num_classes=G.num_classes,

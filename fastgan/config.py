@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from .errors import ConfigError
@@ -33,115 +33,78 @@ ARCH_FIELDS = (
 )
 
 
+def _field(default: Any, help: str) -> Any:
+    """A config field whose help text is the CLI's ``--help`` and the class docstring's ``Args:`` line."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run needs; every field has a default.
 
-    Args:
-        data: built-in dataset name (``digits``, ``stacked_digits``, ``grid25``,
-            ``ring8``) or a path to a folder of PNG/JPEG images.
-        out: run folder; rerunning on an existing run resumes it.
-        steps: number of generator updates to train for (in total, across resumes);
-            ``None``: 2,000 for images, 6,000 for 2-D data.
-        batch_size: images (or points) per batch for both D and G; ``None``: 64
-            for images, 512 for 2-D data.
-        seed: seed of every random draw (init, data order, noise, augmentation).
-        resolution: image side in pixels (16, 32, 64 or 128); ``None`` picks
-            16 for the built-in digits and 64 for folders. Ignored for 2-D data.
-        z_dim: latent size; ``None`` picks 100 for images, 2 for 2-D data.
-        g_width: generator width (channels of its last hidden layer, or hidden
-            units of the MLP); ``None`` picks a default per data kind.
-        d_width: discriminator width, as ``g_width``.
-        g_depth: hidden layers of the MLP generator (2-D data only).
-        d_depth: hidden layers of the MLP discriminator (2-D data only).
-        loss: ``ns`` (non-saturating logistic / BCE), ``lsgan`` (least squares),
-            ``hinge`` or ``wgan`` (Wasserstein; use with ``gp_weight``).
-        gp_weight: WGAN gradient-penalty weight (0 = off).
-        r1_gamma: R1 penalty weight on real data (0 = off); ``None``: 0 for
-            images, 0.03 for 2-D data.
-        r1_every: apply R1 lazily every this many steps (scaled accordingly);
-            ``None``: 16 for images, 4 for 2-D data.
-        lr_g: generator Adam learning rate; ``None``: 2e-4 for images (DCGAN),
-            2e-3 for 2-D data.
-        lr_d: discriminator Adam learning rate; ``None``: as ``lr_g``.
-        lr_decay: fraction of the run, at its end, over which both learning
-            rates fall linearly to ``lr_decay_to`` times their value (0 = constant
-            learning rates); ``None``: 0 for images, 0.5 for 2-D data.
-        lr_decay_to: learning-rate factor reached at the last step when ``lr_decay > 0``.
-        beta1: Adam beta1 for both optimisers; ``None``: 0.5 for images (DCGAN),
-            0 for 2-D data.
-        beta2: Adam beta2 for both optimisers; ``None``: 0.999 for images, 0.99
-            for 2-D data.
-        n_critic: discriminator updates per generator update.
-        ema_decay: decay of the generator's exponential moving average
-            (0 = no EMA); ``None``: 0.999 for images, 0.99 for 2-D data.
-        augment: comma-separated differentiable augmentations applied to real
-            and fake images before D: color, translation, cutout, flip, rot90,
-            scale (empty = none).
-        augment_p: probability of applying each augmentation to each image.
-        conditional: class-conditional G and D (needs a labelled dataset).
-        spectral_norm: spectral normalisation in D (replaces its batch norm).
-        pack: PacGAN packing degree: D judges this many samples at once.
-        mbstd: minibatch standard-deviation feature in D.
-        log_every: steps between metric log lines (one host sync each).
-        sample_every: steps between sample grids (0 = only at the end).
-        ckpt_every: steps between checkpoints (0 = only at the end).
-        keep_ckpts: how many checkpoints to keep in the run folder.
-        eval_every: steps between metric evaluations during training (0 = off).
-        eval_metrics: comma-separated metrics for ``eval_every``.
-        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
-        mode: ``eager``, ``compile``, ``graph`` (whole step in a CUDA graph;
-            needs CUDA) or ``fast`` (graph + bf16 + channels_last on a GPU,
-            eager fp32 on a CPU).
-        amp: mixed precision: ``none``, ``bf16`` or ``fp16`` (with a scaler;
-            needs CUDA); ``bf16`` on a GPU needs compute capability >= 8.0.
-        channels_last: use the channels_last memory format for images.
-        kernels: fused-kernel implementation for the models' ops:
-            ``auto``, ``triton`` or ``ref``.
-        progress: show a progress bar.
+    A field whose default is ``None`` is resolved per data kind (images or
+    2-D points) by :meth:`resolved`.
     """
 
-    data: str = "digits"
-    out: str = "runs/fastgan"
-    steps: Optional[int] = None
-    batch_size: Optional[int] = None
-    seed: int = 0
-    resolution: Optional[int] = None
-    z_dim: Optional[int] = None
-    g_width: Optional[int] = None
-    d_width: Optional[int] = None
-    g_depth: int = 3
-    d_depth: int = 3
-    loss: str = "ns"
-    gp_weight: float = 0.0
-    r1_gamma: Optional[float] = None
-    r1_every: Optional[int] = None
-    lr_g: Optional[float] = None
-    lr_d: Optional[float] = None
-    lr_decay: Optional[float] = None
-    lr_decay_to: float = 0.1
-    beta1: Optional[float] = None
-    beta2: Optional[float] = None
-    n_critic: int = 1
-    ema_decay: Optional[float] = None
-    augment: str = ""
-    augment_p: float = 1.0
-    conditional: bool = False
-    spectral_norm: bool = False
-    pack: int = 1
-    mbstd: bool = False
-    log_every: int = 50
-    sample_every: int = 500
-    ckpt_every: int = 1000
-    keep_ckpts: int = 2
-    eval_every: int = 0
-    eval_metrics: str = ""
-    device: str = "auto"
-    mode: str = "eager"
-    amp: str = "none"
-    channels_last: bool = False
-    kernels: str = "auto"
-    progress: bool = True
+    data: str = _field("digits", "built-in dataset name (``digits``, ``stacked_digits``, ``grid25``, "
+                       "``ring8``) or a path to a folder of PNG/JPEG images.")
+    out: str = _field("runs/fastgan", "run folder; rerunning on an existing run resumes it.")
+    steps: Optional[int] = _field(None, "number of generator updates to train for (in total, across resumes); "
+                                  "``None``: 2,000 for images, 6,000 for 2-D data.")
+    batch_size: Optional[int] = _field(None, "images (or points) per batch for both D and G; ``None``: 64 "
+                                       "for images, 512 for 2-D data.")
+    seed: int = _field(0, "seed of every random draw (init, data order, noise, augmentation).")
+    resolution: Optional[int] = _field(None, "image side in pixels (16, 32, 64 or 128); ``None`` picks 16 for "
+                                       "the built-in digits and 64 for folders. Ignored for 2-D data.")
+    z_dim: Optional[int] = _field(None, "latent size; ``None`` picks 100 for images, 2 for 2-D data.")
+    g_width: Optional[int] = _field(None, "generator width (channels of its last hidden layer, or hidden units "
+                                    "of the MLP); ``None`` picks a default per data kind.")
+    d_width: Optional[int] = _field(None, "discriminator width, as ``g_width``.")
+    g_depth: int = _field(3, "hidden layers of the MLP generator (2-D data only).")
+    d_depth: int = _field(3, "hidden layers of the MLP discriminator (2-D data only).")
+    loss: str = _field("ns", "``ns`` (non-saturating logistic / BCE), ``lsgan`` (least squares), ``hinge`` or "
+                       "``wgan`` (Wasserstein; use with ``gp_weight``).")
+    gp_weight: float = _field(0.0, "WGAN gradient-penalty weight (0 = off).")
+    r1_gamma: Optional[float] = _field(None, "R1 penalty weight on real data (0 = off); ``None``: 0 for images, "
+                                       "0.03 for 2-D data.")
+    r1_every: Optional[int] = _field(None, "apply R1 lazily every this many steps (scaled accordingly); "
+                                     "``None``: 16 for images, 4 for 2-D data.")
+    lr_g: Optional[float] = _field(None, "generator Adam learning rate; ``None``: 2e-4 for images (DCGAN), "
+                                   "2e-3 for 2-D data.")
+    lr_d: Optional[float] = _field(None, "discriminator Adam learning rate; ``None``: as ``lr_g``.")
+    lr_decay: Optional[float] = _field(None, "fraction of the run, at its end, over which both learning rates "
+                                       "fall linearly to ``lr_decay_to`` times their value (0 = constant "
+                                       "learning rates); ``None``: 0 for images, 0.5 for 2-D data.")
+    lr_decay_to: float = _field(0.1, "learning-rate factor reached at the last step when ``lr_decay > 0``.")
+    beta1: Optional[float] = _field(None, "Adam beta1 for both optimisers; ``None``: 0.5 for images (DCGAN), "
+                                    "0 for 2-D data.")
+    beta2: Optional[float] = _field(None, "Adam beta2 for both optimisers; ``None``: 0.999 for images, 0.99 "
+                                    "for 2-D data.")
+    n_critic: int = _field(1, "discriminator updates per generator update.")
+    ema_decay: Optional[float] = _field(None, "decay of the generator's exponential moving average (0 = no "
+                                        "EMA); ``None``: 0.999 for images, 0.99 for 2-D data.")
+    augment: str = _field("", "comma-separated differentiable augmentations applied to real and fake images "
+                          "before D: color, translation, cutout, flip, rot90, scale (empty = none).")
+    augment_p: float = _field(1.0, "probability of applying each augmentation to each image.")
+    conditional: bool = _field(False, "class-conditional G and D (needs a labelled dataset).")
+    spectral_norm: bool = _field(False, "spectral normalisation in D (replaces its batch norm).")
+    pack: int = _field(1, "PacGAN packing degree: D judges this many samples at once.")
+    mbstd: bool = _field(False, "minibatch standard-deviation feature in D.")
+    log_every: int = _field(50, "steps between metric log lines (one host sync each).")
+    sample_every: int = _field(500, "steps between sample grids (0 = only at the end).")
+    ckpt_every: int = _field(1000, "steps between checkpoints (0 = only at the end).")
+    keep_ckpts: int = _field(2, "how many checkpoints to keep in the run folder.")
+    eval_every: int = _field(0, "steps between metric evaluations during training (0 = off).")
+    eval_metrics: str = _field("", "comma-separated metrics for ``eval_every``.")
+    device: str = _field("auto", "``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.")
+    mode: str = _field("eager", "``eager``, ``compile``, ``graph`` (whole step in a CUDA graph; needs CUDA) "
+                       "or ``fast`` (graph + bf16 + channels_last on a GPU, eager fp32 on a CPU).")
+    amp: str = _field("none", "mixed precision: ``none``, ``bf16`` or ``fp16`` (with a scaler; needs CUDA); "
+                      "``bf16`` on a GPU needs compute capability >= 8.0.")
+    channels_last: bool = _field(False, "use the channels_last memory format for images.")
+    kernels: str = _field("auto", "fused-kernel implementation for the models' ops: ``auto``, ``triton`` or "
+                          "``ref``.")
+    progress: bool = _field(True, "show a progress bar.")
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> "TrainConfig":
@@ -213,13 +176,7 @@ class TrainConfig:
         """
         points = self.is_points() if points is None else points
         c = dataclasses.replace(self)
-        # NOTE: measured with bench/quality.py (10 seeds each, bench/results/quality*.json; README table):
-        # DCGAN's image settings found 2 of 25 grid modes. Batch 256, constant lr 2e-3, R1 0.03, EMA 0.999,
-        # 8,000 steps: grid25 88.6% high quality, four ring8 seeds oscillating at the end (11-88%). The lr
-        # decay over the second half settles the ring (98.0%); betas (0, 0.99), batch 512 and unit-scale
-        # MLPs (GanData.scale) brought the grid to 94.6% in 6,000 steps; EMA 0.99 beat 0.999 on probes
-        # once the rate decays; the generator's latent gain (models.POINT_Z_GAIN) took it to 95.5%.
-        # D width 96 costs ~15% less time than 128 at equal quality.
+        # the 2-D defaults are what bench/quality.py found best; docs/defaults.md has the runs
         auto = (dict(steps=6000, batch_size=512, lr_g=2e-3, lr_decay=0.5, beta1=0.0, beta2=0.99, r1_gamma=0.03,
                      r1_every=4, ema_decay=0.99) if points
                 else dict(steps=2000, batch_size=64, lr_g=2e-4, lr_decay=0.0, beta1=0.5, beta2=0.999, r1_gamma=0.0,
@@ -235,8 +192,7 @@ class TrainConfig:
             c.d_width = c.d_width or 96
         else:
             builtin = c.data in BUILTIN_DATASETS
-            # NOTE: 16 px for the built-in 8x8 digits keeps the CPU demo well inside 3 minutes:
-            # one step at batch 64 took 36 ms of CPU time at 16 px and 145 ms at 32 px (width 32).
+            # 16 px for the built-in 8x8 digits keeps the CPU demo short (docs/defaults.md)
             c.resolution = c.resolution or (16 if builtin else 64)
             c.z_dim = c.z_dim or 100
             c.g_width = c.g_width or (32 if builtin else 64)
@@ -306,3 +262,19 @@ _POSITIVE_INTS = {"g_depth", "d_depth", "n_critic", "pack", "log_every", "keep_c
 _NONNEG_INTS = {"seed", "sample_every", "ckpt_every", "eval_every"}
 _OPTIONAL_POSITIVE_INTS = {"resolution", "z_dim", "g_width", "d_width", "steps", "batch_size", "r1_every"}
 _NONNEG_FLOATS = {"gp_weight", "r1_gamma", "lr_g", "lr_d", "ema_decay", "augment_p"}
+
+
+def _document_fields(cls: type) -> None:
+    """Append an ``Args:`` section, one entry per field from its help metadata, to the class docstring."""
+    import textwrap
+
+    lines = ["", "    Args:"]
+    for f in fields(cls):
+        if not f.metadata.get("help"):
+            raise TypeError(f"{cls.__name__}.{f.name} has no help text")
+        lines += textwrap.wrap(f"{f.name}: {f.metadata['help']}", 100, initial_indent=" " * 8,
+                               subsequent_indent=" " * 12)
+    cls.__doc__ = (cls.__doc__ or "").rstrip() + "\n" + "\n".join(lines) + "\n"
+
+
+_document_fields(TrainConfig)

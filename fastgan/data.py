@@ -99,6 +99,15 @@ class GanData:
             return 1.0
         return float((self.modes.double().pow(2).mean() + self.mode_std ** 2).sqrt())
 
+    @property
+    def cpu_threads(self) -> Optional[int]:
+        """CPU threads a command-line run on this data uses unless ``OMP_NUM_THREADS`` is set (None: torch's).
+
+        2-D mixtures train MLPs too small for a second OpenMP thread to help,
+        and on a busy machine its spin-waiting makes every step slower.
+        """
+        return 1 if self.kind == "points" else None
+
     def __len__(self) -> int:
         """Number of images (a nominal size for the endless 2-D mixtures)."""
         return int(self.images.shape[0]) if self.images is not None else POINTS_NOMINAL_SIZE

@@ -1,6 +1,6 @@
 """Capture a whole training-step function in a CUDA graph once, then replay it.
 
-The recipe (torch's CUDA-graph notes, and DESIGN.md's measured whole-step capture):
+The recipe (torch's CUDA-graph notes):
 
 1. Warm up: the first ``warmup_steps`` calls run the step eagerly on a side
    stream. They are real training steps (same maths as a replay); they let

@@ -69,3 +69,45 @@ def generate(G: nn.Module, n: int, *, z_dim: int, seed: int = 0, labels=None, nu
     finally:
         G.train(was_training)
     return torch.cat(out)
+
+
+@torch.no_grad()
+def recompute_standing_stats(G: nn.Module, *, z_dim: int, batch_size: int, num_classes: int = 0, seed: int = 0,
+                             batches: int = 16, device: torch.device | str = "cpu") -> None:
+    """Give a generator batch-norm statistics of its own weights (used for the EMA generator).
+
+    EMA weights never run forward during training, so their running
+    statistics are recomputed from seeded noise, as a cumulative average over
+    ``batches`` forward passes in training mode. The global random state is
+    not touched; ``G`` is left in eval mode.
+
+    Args:
+        G: the generator (changed in place; nothing happens without batch norm).
+        z_dim: latent size.
+        batch_size: samples per forward pass.
+        num_classes: classes of a conditional generator (0 = unconditional); labels are drawn uniformly.
+        seed: noise seed.
+        batches: forward passes averaged.
+        device: device the generator lives on.
+    """
+    norms = [m for m in G.modules() if getattr(m, "running_mean", None) is not None and hasattr(m, "momentum")]
+    if not norms:
+        return
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.running_mean.zero_()
+        m.running_var.fill_(1.0)
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    G.train()
+    labels = None
+    for i in range(batches):
+        for m in norms:
+            m.momentum = 1.0 / (i + 1)  # cumulative average: batch i weighs as much as each before it
+        z = torch.randn(batch_size, z_dim, device=device, generator=g)
+        if num_classes:
+            labels = torch.randint(num_classes, (batch_size,), device=device, generator=g)
+        G(z, labels)
+    for m, mom in zip(norms, saved):
+        m.momentum = mom
+    G.eval()

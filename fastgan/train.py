@@ -1,6 +1,6 @@
 """The Trainer: data on the device, one capturable step function, and the loop around it.
 
-Layout of the work (see DESIGN.md, "The training step"):
+Layout of the work:
 
 - ``__init__`` puts everything a step needs on the device: the dataset (uint8),
   one ``torch.Generator`` for every random draw, the networks, optimisers, EMA
@@ -11,9 +11,9 @@ Layout of the work (see DESIGN.md, "The training step"):
   so the compiled and CUDA-graph modes can wrap it unchanged.
 - :meth:`Trainer.reg_step` is the lazy R1 regularisation, a separate step run
   every ``r1_every`` steps so each step function has a fixed shape of work.
-- :mod:`fastgan.engine` decides how those steps execute (``cfg.mode``): eager,
-  with the forward + loss pieces compiled, or captured whole in CUDA graphs;
-  it also owns mixed precision, memory format and the optimisers' flags.
+- :mod:`fastgan.engine` runs those steps as ``cfg.mode`` asks: eager, with the
+  forward + loss pieces compiled, or captured whole in CUDA graphs; it also
+  owns mixed precision, memory format and the optimisers' flags.
 - :meth:`Trainer.fit` runs the loop; logging, sample grids, evaluation and
   checkpoints happen between steps, reading the loss buffer once per log line.
 """
@@ -38,45 +38,25 @@ from torch import nn
 
 from . import losses
 from .augment import augment as apply_augment
-from .checkpoint import (clean_stale_temporaries, latest_checkpoint, load_module_weights, read_models,
-                         read_run_config, read_state, save_checkpoint)
+from .checkpoint import (clean_stale_temporaries, latest_checkpoint, load_module_weights, read_models, read_state,
+                         save_checkpoint)
 from .config import RESOLUTIONS, TrainConfig
 from .data import GanData, load_data
-from .engine import Engine, EngineOptions, resolve_plan
+from .engine import Engine, EngineOptions, resolve_device, resolve_plan
 from .errors import CheckpointError, ConfigError, TrainingError
+from .files import atomic_write
 from .images import plot_points, save_image_grid
-from .models import build_models, generator_from_arch
-from .sampling import generate
+from .kernels import use_impl
+from .metrics import check_metrics, evaluate, plot_history
+from .models import build_models, r1_in_input_units, score_real_and_fake
+from .sampling import generate, recompute_standing_stats
+from .stats import RunningStats
+from .version import __version__
 
-# Order of the running sums kept on the device (one host read per log line).
-STAT_NAMES = ("d_loss", "g_loss", "d_real", "d_fake", "_n", "r1", "_n_reg")
+# The running sums each step function adds (one device buffer, one host read per log line).
+STAT_GROUPS = {"train": ("d_loss", "g_loss", "d_real", "d_fake"), "R1": ("r1",)}
 _GRID_SEED_OFFSET = 7919      # fixed-noise seed for sample grids: cfg.seed + this
 _STANDING_STATS_BATCHES = 16  # batches used to recompute the EMA generator's BN statistics
-
-
-def resolve_device(name: str) -> torch.device:
-    """Turn ``auto``/``cpu``/``cuda[:N]`` into a device, with a clear error when CUDA is absent.
-
-    Args:
-        name: device name from the config.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available on this machine; use --device cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}") from None
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class Trainer:
@@ -149,13 +129,7 @@ class Trainer:
         scheduled = bool(self.cfg.lr_decay)
         self.schedule_steps = self.cfg.steps  # the lr schedule spans the configured run, whatever fit() is asked
         self._lr_factor_set: Optional[float] = 1.0  # the factor the optimisers hold (None: unknown, set it)
-        # R1 in D's own input units: an MLP that divides points by its scale s sees gradients s times larger
-        self._r1_unit = float(getattr(self.D, "scale", 1.0)) ** 2
-        # D scores real and fake in one batch when no logit depends on other samples (no batch norm,
-        # minibatch std or spectral-norm power step per call): the D declares it (custom Ds: off)
-        self._d_one_pass = bool(getattr(self.D, "batch_independent", False))
-        # parameter lists walked once: the step freezes D and updates the EMA through them (walking the
-        # module tree every step costs ~2% of a 2-D step on the CPU)
+        # parameter lists walked once: the step freezes D and updates the EMA through them
         self._g_params = list(self.G.parameters())
         self._d_params = [p for p in self.D.parameters() if p.requires_grad]
         self._ema_params = [] if self.G_ema is None else list(self.G_ema.parameters())
@@ -167,7 +141,7 @@ class Trainer:
         # ---- step state on the device
         self.gen = torch.Generator(device=self.device)
         self.gen.manual_seed(self.cfg.seed)
-        self.stats = torch.zeros(len(STAT_NAMES), device=self.device)
+        self.stats = RunningStats(STAT_GROUPS, self.device)
         self.ema_t = torch.zeros((), device=self.device)
         self.step = 0
         self.history: list[dict[str, Any]] = []
@@ -200,12 +174,7 @@ class Trainer:
 
     def _d_forward_loss(self, real: torch.Tensor, fake: torch.Tensor, y: Optional[torch.Tensor]):
         with self.engine.autocast():
-            if self._d_one_pass:  # one forward over real + fake: half the calls, same per-sample logits
-                yy = None if y is None else torch.cat([y, y])
-                d_real, d_fake = self.D(torch.cat([real, fake]), yy).chunk(2)
-            else:
-                d_real = self.D(real, y)
-                d_fake = self.D(fake, y)
+            d_real, d_fake = score_real_and_fake(self.D, real, fake, y)
         return losses.d_loss(self.cfg.loss, d_real, d_fake), d_real, d_fake
 
     def _g_forward_loss(self, fake: torch.Tensor, y: Optional[torch.Tensor]) -> torch.Tensor:
@@ -231,7 +200,7 @@ class Trainer:
             # -- D update: real -> high, fake -> low (augment draws real's randoms first)
             loss_d, d_real, d_fake = self._d_loss_fn(self._augment(real), self._augment(fake.detach()), y)
             if cfg.gp_weight > 0:
-                with _reference_kernels():
+                with use_impl("ref"):  # the penalty differentiates a gradient: reference ops support that
                     gp = losses.gradient_penalty(self.D, real, fake.detach(), y, generator=self.gen)
                 loss_d = loss_d + cfg.gp_weight * gp
             self.engine.update(loss_d, self.opt_d, self.scaler_d)
@@ -243,10 +212,7 @@ class Trainer:
         finally:
             _set_requires_grad(self._d_params, True)
         self._update_ema()
-        # d_loss, g_loss, mean D(real), mean D(fake), step count: few small kernels (they add up in a graph)
-        self.stats[:4].add_(torch.stack([loss_d.detach().float(), loss_g.detach().float(),
-                                         d_real.detach().float().mean(), d_fake.detach().float().mean()]))
-        self.stats[4].add_(1.0)
+        self.stats.add("train", loss_d, loss_g, d_real.detach().float().mean(), d_fake.detach().float().mean())
 
     def reg_step(self) -> None:
         """Lazy R1 regularisation of D on real data (run every ``r1_every`` steps).
@@ -259,14 +225,11 @@ class Trainer:
         cfg = self.cfg
         real, labels = self.data.sample(cfg.batch_size, self.gen)
         real = self._augment(self.engine.to_layout(real)).detach().requires_grad_(True)
-        with _reference_kernels():  # R1 differentiates a gradient: reference ops support that
+        with use_impl("ref"):  # R1 differentiates a gradient: reference ops support that
             logits = self.D(real, self._labels(labels))
-            r1 = losses.r1_penalty(logits, real)
-        if self._r1_unit != 1.0:
-            r1 = r1 * self._r1_unit
+            r1 = r1_in_input_units(self.D, losses.r1_penalty(logits, real))
         self.engine.update(r1 * (cfg.r1_gamma / 2 * cfg.r1_every), self.opt_d, None)  # fp32: no scaler
-        zero = torch.zeros((), device=self.device)
-        self.stats.add_(torch.stack([zero, zero, zero, zero, zero, r1.detach().float(), zero + 1]))
+        self.stats.add("R1", r1)
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -324,7 +287,8 @@ class Trainer:
                 last = self.step == total or self._stop_requested
                 if self.step % cfg.log_every == 0 or last:
                     rec = self._log(window_t0, window_step)
-                    if not math.isfinite(rec["d_loss"]):  # before any sample or checkpoint of this step
+                    if not all(math.isfinite(rec[k]) for k in self.stats.names if k in rec):  # before any
+                        # sample or checkpoint of this step
                         bar.close()
                         raise TrainingError(f"losses became non-finite at step {self.step}; the last checkpoint "
                                             "is kept; try a lower learning rate or --amp none")
@@ -394,7 +358,7 @@ class Trainer:
     def _prepare_run_dir(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         clean_stale_temporaries(self.run_dir)
-        _atomic_write_text(self.run_dir / "config.json", json.dumps(self.cfg.to_dict(), indent=2) + "\n")
+        atomic_write(self.run_dir / "config.json", json.dumps(self.cfg.to_dict(), indent=2) + "\n")
 
     def _write_outputs(self, final: bool) -> None:
         self.save_samples()
@@ -406,16 +370,8 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         dt = time.perf_counter() - t0
-        s = self.stats.tolist()  # the one host sync per log line
-        self.stats.zero_()
-        vals = dict(zip(STAT_NAMES, s))
-        n, n_reg = max(vals["_n"], 1.0), vals["_n_reg"]
         steps = max(self.step - step0, 1)
-        rec: dict[str, Any] = {"step": self.step}
-        for k in ("d_loss", "g_loss", "d_real", "d_fake"):
-            rec[k] = vals[k] / n
-        if n_reg:
-            rec["r1"] = vals["r1"] / n_reg
+        rec: dict[str, Any] = {"step": self.step, **self.stats.read()}  # the one host sync per log line
         rec["step_time_ms"] = 1000.0 * dt / steps
         rec["images_per_s"] = self.cfg.batch_size * steps / dt if dt > 0 else float("nan")
         rec["time"] = time.time()
@@ -426,18 +382,9 @@ class Trainer:
 
     def _check_eval_metrics(self) -> None:
         """Refuse unknown or inapplicable ``eval_metrics`` before training, not at the first evaluation."""
-        try:
-            from .metrics import check_metrics
-        except ImportError:
-            return  # _evaluate warns and skips
         check_metrics(self.data, self.cfg.eval_metrics)
 
-    def _evaluate(self) -> Optional[dict[str, Any]]:
-        try:
-            from .metrics import evaluate
-        except ImportError:
-            warnings.warn("fastgan.metrics is unavailable; skipping evaluation")
-            return None
+    def _evaluate(self) -> dict[str, Any]:
         metrics = [m.strip() for m in self.cfg.eval_metrics.split(",") if m.strip()]
         result = evaluate(self.ema_generator(), self.data, metrics, seed=self.cfg.seed, device=self.device)
         rec = {"step": self.step, "eval": result, "time": time.time()}
@@ -448,46 +395,18 @@ class Trainer:
 
     def _plot_history(self) -> None:
         try:
-            from .metrics import plot_history
-        except ImportError:
-            return
-        try:
             plot_history(self.run_dir / "metrics.jsonl", self.run_dir / "history.png")
         except Exception as e:  # a plot must never cost a finished run
             warnings.warn(f"could not plot the training history: {e}")
 
     # ================================================================== sampling
-    @torch.no_grad()
     def _recompute_standing_stats(self) -> None:
-        """Give the EMA generator batch-norm statistics of its own weights.
-
-        The EMA weights never ran forward during training, so their BN running
-        statistics are recomputed from fixed-seed noise (cumulative average over
-        a few batches); the training random state is not touched.
-        """
-        G = self.G_ema
-        if G is None or not self._ema_stats_stale:
+        """Give the EMA generator batch-norm statistics of its own weights (once per change of weights)."""
+        if self.G_ema is None or not self._ema_stats_stale:
             return
-        norms = [m for m in G.modules() if getattr(m, "running_mean", None) is not None and hasattr(m, "momentum")]
-        if norms:
-            saved = [m.momentum for m in norms]
-            for m in norms:
-                m.running_mean.zero_()
-                m.running_var.fill_(1.0)
-            g = torch.Generator(device=self.device)
-            g.manual_seed(self.cfg.seed + _GRID_SEED_OFFSET + 1)
-            G.train()
-            labels = None
-            for i in range(_STANDING_STATS_BATCHES):
-                for m in norms:
-                    m.momentum = 1.0 / (i + 1)
-                z = torch.randn(self.cfg.batch_size, self.z_dim, device=self.device, generator=g)
-                if self.num_classes:
-                    labels = torch.randint(self.num_classes, (self.cfg.batch_size,), device=self.device, generator=g)
-                G(z, labels)
-            for m, mom in zip(norms, saved):
-                m.momentum = mom
-            G.eval()
+        recompute_standing_stats(self.G_ema, z_dim=self.z_dim, batch_size=self.cfg.batch_size,
+                                 num_classes=self.num_classes, seed=self.cfg.seed + _GRID_SEED_OFFSET + 1,
+                                 batches=_STANDING_STATS_BATCHES, device=self.device)
         self._ema_stats_stale = False
 
     def ema_generator(self) -> nn.Module:
@@ -525,8 +444,6 @@ class Trainer:
 
     # ================================================================== checkpoints
     def _metadata(self) -> dict[str, str]:
-        from . import __version__
-
         meta = {"fastgan_version": __version__, "config": json.dumps(self.cfg.to_dict()),
                 "config_hash": self.cfg.config_hash()}
         if not self.custom_generator and hasattr(self.G, "arch_config"):
@@ -544,7 +461,7 @@ class Trainer:
             "opt_d": self.opt_d.state_dict(),
             "gen_state": self.gen.get_state(),
             "torch_rng": torch.get_rng_state(),
-            "stats": self.stats.detach().cpu(),
+            "stats": self.stats.buffer.detach().cpu(),
             "ema_t": self.ema_t.detach().cpu(),
             "history": json.dumps(self.history[-1000:]),
         }
@@ -587,7 +504,7 @@ class Trainer:
                 if getattr(self, name) is not None and name in state:
                     getattr(self, name).load_state_dict(state[name])  # fills the scale tensors in place
             self.gen.set_state(state["gen_state"])
-            self.stats.copy_(state["stats"])
+            self.stats.buffer.copy_(state["stats"])
             self.ema_t.copy_(state["ema_t"])
         except (KeyError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"checkpoint '{ckpt}' holds an unusable training state ({type(e).__name__}: "
@@ -601,51 +518,3 @@ class Trainer:
 def _set_requires_grad(params: list[torch.Tensor], flag: bool) -> None:
     for p in params:
         p.requires_grad_(flag)
-
-
-@contextlib.contextmanager
-def _reference_kernels():
-    """Route ops through their plain-PyTorch reference (double backward works there)."""
-    try:
-        from .kernels import use_impl
-    except ImportError:
-        yield
-        return
-    with use_impl("ref"):
-        yield
-
-
-def load_generator(run: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu",
-                   ema: bool = True) -> nn.Module:
-    """Load a trained generator from a run folder or a checkpoint folder.
-
-    Args:
-        run: a run folder (its latest checkpoint is used) or one checkpoint folder.
-        device: where to put the network.
-        ema: use the EMA weights when the run kept them.
-
-    Returns:
-        The generator, in eval mode, with ``z_dim``, ``out_shape`` and ``num_classes`` attributes.
-    """
-    p = Path(run)
-    if not p.exists():
-        raise CheckpointError(f"no run or checkpoint at '{p}'")
-    if (p / "models.safetensors").exists() or p.is_file():
-        ckpt = p
-    else:
-        ckpt = latest_checkpoint(p)
-        if ckpt is None:
-            raise CheckpointError(f"'{p}' holds no checkpoint (train first: fastgan train --out {p})")
-    nets, meta = read_models(ckpt)
-    if "generator_class" not in meta:
-        raise CheckpointError(f"'{ckpt}' holds a user-supplied generator: rebuild it yourself and load "
-                              "its weights with fastgan.checkpoint.read_models")
-    try:
-        arch = json.loads(meta["generator_arch"])
-    except (KeyError, json.JSONDecodeError):
-        raise CheckpointError(f"'{ckpt}' has unreadable generator metadata") from None
-    G = generator_from_arch(meta["generator_class"], arch)
-    key = "G_ema" if ema and "G_ema" in nets else "G"
-    load_module_weights(G, nets[key], "generator")
-    G.fastgan_metadata = dict(meta)  # config hash etc., for exports
-    return G.to(device).eval().requires_grad_(False)

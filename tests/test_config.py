@@ -75,3 +75,35 @@ def test_lr_factor_is_flat_then_linear_down_to_the_floor():
     assert cfg.lr_factor(99, steps=200) == 1.0        # a longer run decays later
     assert TrainConfig(steps=100, lr_decay=0.0).lr_factor(99) == 1.0
     assert TrainConfig(data="grid25", steps=10, lr_decay=1.0, lr_decay_to=0.0).lr_factor(9) == 0.0
+
+
+def test_every_field_is_documented_from_its_own_help_metadata():
+    import argparse
+    import dataclasses
+    import pydoc
+
+    from fastgan.cli import build_parser
+
+    text = " ".join(pydoc.render_doc(TrainConfig, renderer=pydoc.plaintext).replace("|", " ").split())
+    train = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    flags = {a.dest: a.help for a in train._actions}
+    for f in dataclasses.fields(TrainConfig):
+        h = f.metadata.get("help", "")
+        assert len(h) > 10, f.name
+        assert f"{f.name}: {' '.join(h.split())}" in text, f"help(TrainConfig) lacks {f.name}"
+        assert flags[f.name].startswith(h.replace("%", "%%")), f"--{f.name} lacks its help"
+
+
+def test_a_field_without_help_is_refused_when_documenting():
+    import dataclasses
+
+    from fastgan.config import _document_fields
+
+    @dataclasses.dataclass
+    class Partial:
+        """Doc."""
+        a: int = dataclasses.field(default=0, metadata={"help": "documented."})
+        b: int = 1
+
+    with pytest.raises(TypeError, match="Partial.b has no help"):
+        _document_fields(Partial)

@@ -32,9 +32,9 @@ def _losses(tr: Trainer, steps: int) -> torch.Tensor:
     """Per-step (d_loss, g_loss) of ``steps`` iterations, read from the stats buffer."""
     out = []
     for _ in range(steps):
-        tr.stats.zero_()
+        tr.stats.buffer.zero_()
         tr.run_steps(1)
-        out.append(tr.stats[:2].clone())
+        out.append(torch.stack([tr.stats["d_loss"], tr.stats["g_loss"]]))
     return torch.stack(out)
 
 
@@ -90,7 +90,7 @@ def test_plan_is_json_friendly():
 def test_compile_backend_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("FASTGAN_COMPILE_BACKEND", "aot_eager")
     tr = Trainer(tiny_images(tmp_path / "r", mode="compile"))
-    assert tr.engine.plan.compile_backend == "aot_eager"
+    assert tr.engine.plan.options.compile_backend == "aot_eager"
 
 
 # ---------------------------------------------------------------- compile mode
@@ -257,8 +257,7 @@ def test_set_lr_updates_a_tensor_lr_in_place_and_loading_keeps_its_kind(tmp_path
 def test_run_steps_counts_iterations_and_r1(tmp_path):
     tr = Trainer(tiny_images(tmp_path / "r", r1_gamma=1.0, r1_every=2))
     tr.run_steps(4)
-    stats = dict(zip(("d", "g", "dr", "df", "n", "r1", "n_reg"), tr.stats.tolist()))
-    assert tr.step == 4 and stats["n"] == 4 and stats["n_reg"] == 2
+    assert tr.step == 4 and tr.stats["_n_train"].item() == 4 and tr.stats["_n_R1"].item() == 2
 
 
 def test_python_side_state_is_kept_outside_the_step(tmp_path):

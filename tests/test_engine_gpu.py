@@ -60,7 +60,7 @@ def _assert_same_training_state(x: Trainer, y: Trainer) -> None:
     assert state_equal(x.G, y.G) and state_equal(x.D, y.D)
     if x.G_ema is not None:
         assert state_equal(x.G_ema, y.G_ema)
-    assert torch.equal(x.stats, y.stats) and torch.equal(x.ema_t, y.ema_t)
+    assert torch.equal(x.stats.buffer, y.stats.buffer) and torch.equal(x.ema_t, y.ema_t)
     assert _opt_state_equal(x.opt_g, y.opt_g) and _opt_state_equal(x.opt_d, y.opt_d)
     assert torch.equal(x.gen.get_state(), y.gen.get_state())
 
@@ -106,7 +106,7 @@ def test_graph_mode_with_every_augmentation_trains(tmp_path, images):
                       augment="color,translation,cutout,flip,rot90,scale", augment_p=0.5), data=images)
     tr.run_steps(8)
     assert tr.engine.graphs_captured == 1
-    assert torch.isfinite(tr.stats).all() and tr.stats[4].item() == 8
+    assert torch.isfinite(tr.stats.buffer).all() and tr.stats["_n_train"].item() == 8
 
 
 # ---------------------------------------------------------------- checkpoints in graph mode
@@ -132,7 +132,7 @@ def test_loading_a_checkpoint_recaptures(tmp_path, images):
     tr.load_checkpoint(ckpt)
     assert tr.engine.graphs_captured == 0        # optimizer.load_state_dict rebinds its state tensors
     tr.run_steps(5)
-    assert tr.engine.graphs_captured == 1 and torch.isfinite(tr.stats).all()
+    assert tr.engine.graphs_captured == 1 and torch.isfinite(tr.stats.buffer).all()
 
 
 def test_eager_run_continues_in_graph_mode(tmp_path, images):
@@ -187,9 +187,9 @@ def test_compile_inductor_tracks_eager(tmp_path, images):
     le, lc = [], []
     for tr, out in ((eager, le), (comp, lc)):
         for _ in range(n):
-            tr.stats.zero_()
+            tr.stats.buffer.zero_()
             tr.run_steps(1)
-            out.append(tr.stats[:2].clone())
+            out.append(torch.stack([tr.stats["d_loss"], tr.stats["g_loss"]]))
     torch.testing.assert_close(torch.stack(lc), torch.stack(le), rtol=1e-3, atol=1e-3)
 
 
@@ -198,7 +198,7 @@ def test_compile_bf16_channels_last_trains(tmp_path, images):
     tr = Trainer(_cfg(tmp_path / "c", mode="compile", amp=_amp_or_skip("bf16")), data=images,
                  engine_options=EngineOptions(compile_backend="inductor", compile_fullgraph=True))
     tr.run_steps(4)
-    assert torch.isfinite(tr.stats).all()
+    assert torch.isfinite(tr.stats.buffer).all()
 
 
 def test_fast_picks_graph_on_a_gpu(tmp_path, images):
@@ -209,7 +209,7 @@ def test_fast_picks_graph_on_a_gpu(tmp_path, images):
     assert plan.fused_adam and plan.capturable
     tr.run_steps(6)
     assert tr.engine.graphs_captured == 1 and tr.engine.fallback_reason is None
-    assert torch.isfinite(tr.stats).all()
+    assert torch.isfinite(tr.stats.buffer).all()
 
 
 # ---------------------------------------------------------------- digits demo in every mode

@@ -26,7 +26,7 @@ def test_one_step_changes_both_networks(tmp_path):
     tr.train_step()
     assert any(not torch.equal(a, b) for a, b in zip(g0, tr.G.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(d0, tr.D.parameters()))
-    assert torch.isfinite(tr.stats).all()
+    assert torch.isfinite(tr.stats.buffer).all()
 
 
 def test_g_step_freezes_only_ds_trainable_weights_and_restores_them(tmp_path):
@@ -246,7 +246,7 @@ def test_non_finite_losses_stop_before_a_checkpoint_of_that_step(tmp_path):
     def poisoned_after_step_6():
         step_fn()
         if tr.step >= 6:                       # the stats of the step ending at 8 turn NaN
-            tr.stats.fill_(float("nan"))
+            tr.stats.buffer.fill_(float("nan"))
 
     tr._step_fn = poisoned_after_step_6
     with pytest.raises(TrainingError, match="non-finite at step 8"):
@@ -309,9 +309,9 @@ def test_point_data_scale_reaches_the_networks_and_r1_is_in_unit_coordinates(tmp
     unit.load_state_dict(tr.D.state_dict())
     u = (real / s).requires_grad_(True)
     want = losses.r1_penalty(unit(u), u).item()
-    tr.stats.zero_()
+    tr.stats.buffer.zero_()
     tr.reg_step()
-    assert tr.stats[5].item() == pytest.approx(want, rel=1e-4)
+    assert tr.stats["r1"].item() == pytest.approx(want, rel=1e-4)
 
 
 @pytest.mark.parametrize("make,kw,one_pass", [
@@ -325,12 +325,12 @@ def test_point_data_scale_reaches_the_networks_and_r1_is_in_unit_coordinates(tmp
 def test_d_scores_real_and_fake_in_one_pass_only_when_that_changes_nothing(tmp_path, make, kw, one_pass):
     cfgs = [make(tmp_path / f"r{i}", **kw) for i in range(2)]
     trs = [Trainer(c) for c in cfgs]
-    assert trs[0]._d_one_pass is one_pass
-    trs[1]._d_one_pass = False                        # the two-pass form, as reference
+    assert trs[0].D.batch_independent is one_pass
+    trs[1].D.batch_independent = False                # the two-pass form, as reference
     for tr in trs:
         tr.train_step()
     for a, b in zip(trs[0].D.parameters(), trs[1].D.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     for a, b in zip(trs[0].G.parameters(), trs[1].G.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(trs[0].stats, trs[1].stats, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(trs[0].stats.buffer, trs[1].stats.buffer, rtol=1e-5, atol=1e-6)

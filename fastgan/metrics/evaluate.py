@@ -234,8 +234,7 @@ def _load_source(run: str, data_spec: Optional[str]):
         G = OnnxGenerator(p, providers="cpu")
         cfg = G.info.train_config or {}
         return G, data_spec or cfg.get("data"), cfg.get("resolution"), None
-    from ..checkpoint import read_run_config
-    from ..train import load_generator
+    from ..checkpoint import load_generator, read_run_config
 
     G = load_generator(p, device="cpu")
     cfg = read_run_config(p) or read_run_config(p.parent.parent) or {}

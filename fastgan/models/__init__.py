@@ -5,12 +5,8 @@ asks for, and :func:`generator_from_arch` to rebuild a generator from the
 class name and ``arch_config()`` stored in a checkpoint.
 """
 
-from __future__ import annotations
-
-import torch.nn as nn
-
-from ..config import TrainConfig
-from ..errors import CheckpointError, ConfigError
+from .build import POINT_Z_GAIN, build_models, discriminator_norm, generator_from_arch, set_kernel_impl
+from .common import r1_in_input_units, score_real_and_fake
 from .dcgan import DCGANDiscriminator, DCGANGenerator
 from .ensemble import MLPDiscriminatorEnsemble, MLPGeneratorEnsemble, build_point_ensemble
 from .mlp import MLPDiscriminator, MLPGenerator
@@ -19,105 +15,5 @@ __all__ = [
     "DCGANGenerator", "DCGANDiscriminator", "MLPGenerator", "MLPDiscriminator",
     "build_models", "generator_from_arch", "discriminator_norm", "set_kernel_impl", "POINT_Z_GAIN",
     "MLPGeneratorEnsemble", "MLPDiscriminatorEnsemble", "build_point_ensemble",
+    "score_real_and_fake", "r1_in_input_units",
 ]
-
-# NOTE: the gain on the point generator's latents (MLPGenerator z_gain). bench/quality.py, grid25,
-# 10 seeds, fastgan defaults otherwise: 1 -> 94.7 +- 0.4% high quality, 3 -> 95.5 +- 0.2%
-# (bench/results/quality-fast-paths-6000-steps.json, quality-z-gain-3-grid25.json); 6 -> 92.9% (8 seeds).
-POINT_Z_GAIN = 3.0
-
-
-def discriminator_norm(cfg: TrainConfig) -> str:
-    """The image discriminator's normalisation for a config.
-
-    Batch norm mixes the samples of a batch, which breaks the per-sample
-    gradients that WGAN-GP and R1 penalise, so D has no batch norm when either
-    is on (spectral norm, when asked for, replaces batch norm anyway).
-
-    Args:
-        cfg: the training config.
-
-    Returns:
-        ``"none"`` or ``"batch"``.
-    """
-    return "none" if (cfg.gp_weight > 0 or cfg.r1_gamma > 0) else "batch"
-
-
-def build_models(cfg: TrainConfig, channels: int, num_classes: int,
-                 points: bool, point_scale: float = 1.0) -> tuple[nn.Module, nn.Module]:
-    """Build the generator and discriminator a config asks for.
-
-    Args:
-        cfg: a resolved config (``cfg.resolved()``: no ``None`` sizes).
-        channels: image channels of the data (ignored for points).
-        num_classes: classes in the data (0 = unlabelled); used only when
-            ``cfg.conditional`` is set.
-        points: True for 2-D point data (MLP networks), False for images (DCGAN).
-        point_scale: coordinate scale of point data (see ``GanData.scale``):
-            both MLPs work on points divided by it.
-
-    Returns:
-        (G, D), freshly initialised on the CPU (the global torch RNG draws the
-        initial weights: seed it first for reproducible runs).
-    """
-    if cfg.conditional and num_classes <= 0:
-        raise ConfigError("conditional=True needs a labelled dataset, but this one has no labels")
-    n = num_classes if cfg.conditional else 0
-    if cfg.z_dim is None or cfg.g_width is None or cfg.d_width is None:
-        raise ConfigError("build_models needs a resolved config (call cfg.resolved() first)")
-    if points:
-        G = MLPGenerator(z_dim=cfg.z_dim, out_dim=2, width=cfg.g_width, depth=cfg.g_depth,
-                         num_classes=n, scale=point_scale, z_gain=POINT_Z_GAIN)
-        D = MLPDiscriminator(in_dim=2, width=cfg.d_width, depth=cfg.d_depth, num_classes=n,
-                             spectral_norm=cfg.spectral_norm, pack=cfg.pack, mbstd=cfg.mbstd, scale=point_scale)
-        return G, D
-    if cfg.resolution is None:
-        raise ConfigError("build_models needs a resolved config (call cfg.resolved() first)")
-    if channels not in (1, 3):
-        raise ConfigError(f"images must have 1 or 3 channels, got {channels}")
-    G = DCGANGenerator(z_dim=cfg.z_dim, img_size=cfg.resolution, channels=channels,
-                       width=cfg.g_width, num_classes=n)
-    D = DCGANDiscriminator(img_size=cfg.resolution, channels=channels, width=cfg.d_width,
-                           num_classes=n, spectral_norm=cfg.spectral_norm,
-                           norm=discriminator_norm(cfg), pack=cfg.pack, mbstd=cfg.mbstd)
-    return G, D
-
-
-def generator_from_arch(name: str, kwargs: dict) -> nn.Module:
-    """Rebuild a generator from its class name and ``arch_config()``.
-
-    Args:
-        name: ``"DCGANGenerator"`` or ``"MLPGenerator"``.
-        kwargs: the dict returned by the generator's ``arch_config()``.
-
-    Returns:
-        A freshly initialised generator (load the weights into it).
-    """
-    if name == "DCGANGenerator":
-        cls = DCGANGenerator
-    elif name == "MLPGenerator":
-        cls = MLPGenerator
-    else:
-        raise CheckpointError(f"unknown generator architecture {name!r}; "
-                              "expected DCGANGenerator or MLPGenerator")
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"cannot rebuild {name} from {kwargs!r}: {e}") from None
-
-
-def set_kernel_impl(module: nn.Module, impl: str) -> nn.Module:
-    """Set the fused-kernel implementation of every kernel module in a network.
-
-    Args:
-        module: a network built from fastgan.kernels modules.
-        impl: ``"auto"``, ``"triton"`` or ``"ref"``.
-
-    Returns:
-        ``module`` (changed in place).
-    """
-    from fastgan.kernels import BatchNormAct, BiasAct
-    for m in module.modules():
-        if isinstance(m, (BatchNormAct, BiasAct)):
-            m.impl = impl
-    return module

@@ -147,3 +147,44 @@ def check_labels(labels: Optional[torch.Tensor], num_classes: int, who: str) -> 
     """
     if num_classes > 0 and labels is None:
         raise ValueError(f"{who} is class-conditional (num_classes={num_classes}); pass labels")
+
+
+def score_real_and_fake(D: nn.Module, real: torch.Tensor, fake: torch.Tensor,
+                        labels: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """D's logits on a real and a fake batch.
+
+    A discriminator whose ``batch_independent`` is true (no logit depends on
+    another sample: no batch norm, minibatch std or spectral-norm power step
+    per call) scores both in one call over their concatenation: half the
+    calls, the same per-sample logits; any other D is called twice.
+
+    Args:
+        D: the discriminator, called as ``D(x, labels)``.
+        real: (B, ...) real batch.
+        fake: (B, ...) generated batch.
+        labels: (B,) labels for both batches, or None.
+
+    Returns:
+        (logits on real, logits on fake).
+    """
+    if getattr(D, "batch_independent", False):
+        both = None if labels is None else torch.cat([labels, labels])
+        d_real, d_fake = D(torch.cat([real, fake]), both).chunk(2)
+        return d_real, d_fake
+    return D(real, labels), D(fake, labels)
+
+
+def r1_in_input_units(D: nn.Module, r1: torch.Tensor) -> torch.Tensor:
+    """An R1 penalty taken in the coordinates D works in.
+
+    A point MLP divides its input by ``D.scale``, so gradients with respect
+    to the data are 1 / scale of those with respect to its own input; the
+    penalty is multiplied back by scale**2, and ``r1_gamma`` means the same
+    for every mixture. Other discriminators have no scale: ``r1`` unchanged.
+
+    Args:
+        D: the discriminator.
+        r1: the penalty measured in data coordinates.
+    """
+    unit = float(getattr(D, "scale", 1.0)) ** 2
+    return r1 * unit if unit != 1.0 else r1

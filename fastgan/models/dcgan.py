@@ -146,6 +146,9 @@ class DCGANDiscriminator(nn.Module):
             raise ValueError(f"pack must be >= 1, got {pack}")
         self.img_size, self.channels, self.width, self.num_classes = img_size, channels, width, num_classes
         self.spectral_norm, self.norm, self.pack, self.mbstd = spectral_norm, norm, pack, mbstd
+        # each logit depends on its own (packed) image alone, so real and fake may be scored in one call
+        # (models.score_real_and_fake): no batch norm, minibatch std or spectral-norm power step per call
+        self.batch_independent = norm == "none" and not mbstd and not spectral_norm
         use_bn = norm == "batch" and not spectral_norm
 
         def sn(layer: nn.Module) -> nn.Module:
@@ -172,13 +175,6 @@ class DCGANDiscriminator(nn.Module):
         self.out = sn(self.out)
         if self.embed is not None:
             self.embed = sn(self.embed)
-
-    @property
-    def batch_independent(self) -> bool:
-        """True when each logit depends on its own (packed) image alone, so real and
-        fake may be scored in one batch: no batch norm, no minibatch std, no
-        spectral norm (whose power iteration runs once per training-mode call)."""
-        return self.norm == "none" and not self.mbstd and not self.spectral_norm
 
     def arch_config(self) -> dict:
         """Constructor kwargs that rebuild this network: ``type(D)(**D.arch_config())``."""
@@ -207,8 +203,8 @@ class DCGANDiscriminator(nn.Module):
             h = minibatch_stddev(h)                              # (B', c4 + 1, 4, 4)
         # The 4x4 'valid' conv over a 4x4 map is a dot product with the whole map:
         # run it as a linear layer on the flattened map (same weights, same result).
-        # NOTE: this keeps the last layer out of convolution_backward, which the
-        # design notes report failing under torch.compile + channels_last.
+        # This keeps the last layer out of convolution_backward, which failed (a stride
+        # assertion) under torch.compile with channels_last.
         w = self.out.weight                                      # (1, c4 [+1], 4, 4)
         logit = F.linear(h.flatten(1), w.flatten(1), self.out.bias)  # (B', 1)
         logit = logit.squeeze(1)                                 # (B',)

@@ -35,9 +35,8 @@ def _run_hidden(hidden: nn.Sequential, h: torch.Tensor) -> torch.Tensor:
     for i in range(0, len(hidden), 2):
         w = hidden[i].weight                                       # (out, in)
         if w.shape[1] <= 4 and h.device.type == "cpu":
-            # NOTE: a column-major copy of a narrow input layer's weight (in = 2 for points) makes
-            # autograd form its gradients as (in, B) @ (B, out) rather than (out, B) @ (B, in),
-            # which the CPU BLAS runs several times faster for in = 2 (~3% of a 2-D step)
+            # column-major: autograd then forms the gradient as (in, B) @ (B, out), which the CPU BLAS
+            # runs much faster than (out, B) @ (B, in) for in = 2 (docs/defaults.md)
             w = w.t().contiguous().t()
         h = hidden[i + 1].linear(h, w)
     return h
@@ -145,6 +144,9 @@ class MLPDiscriminator(nn.Module):
             raise ValueError(f"pack must be >= 1, got {pack}")
         self.in_dim, self.width, self.depth, self.num_classes = in_dim, width, depth, num_classes
         self.spectral_norm, self.pack, self.mbstd = spectral_norm, pack, mbstd
+        # each logit depends on its own (packed) point alone, so real and fake may be scored in one call
+        # (models.score_real_and_fake): no minibatch std or spectral-norm power step per call
+        self.batch_independent = not mbstd and not spectral_norm
         d = pack * in_dim
         layers: list[nn.Module] = []
         for _ in range(depth):
@@ -158,13 +160,6 @@ class MLPDiscriminator(nn.Module):
         for m in list(self.modules()):
             if isinstance(m, (nn.Linear, nn.Embedding)):
                 maybe_spectral_norm(m, spectral_norm)
-
-    @property
-    def batch_independent(self) -> bool:
-        """True when each logit depends on its own (packed) sample alone, so real and
-        fake may be scored in one batch: no minibatch std, no spectral norm (whose
-        power iteration runs once per training-mode call)."""
-        return not self.mbstd and not self.spectral_norm
 
     def arch_config(self) -> dict:
         """Constructor kwargs that rebuild this network: ``type(D)(**D.arch_config())``."""
@@ -200,8 +195,8 @@ class MLPDiscriminator(nn.Module):
 def _default_linear_init_(module: nn.Module) -> None:
     """PyTorch's default (Kaiming-uniform) init for every Linear layer.
 
-    NOTE: on grid25 the DCGAN init N(0, 0.02) left the small MLPs stuck on a few
-    modes far more often than PyTorch's default init did (bench/quality.py).
+    The DCGAN init N(0, 0.02) left the small MLPs stuck on a few grid25 modes
+    far more often than PyTorch's default init (bench/quality.py).
     """
     for m in module.modules():
         if isinstance(m, nn.Linear):
