@@ -151,7 +151,8 @@ def plan_text(plan: tuple[Step, ...] = PLAN) -> str:
     lines = [f"fastgan GPU check: {len(plan)} steps in 3 stages after the install, writing at most "
              f"{len(FILES)} files ({', '.join(FILES)}), each under 16 MiB",
              f"  install     {INSTALL_BOUND_S:4.0f} s  fresh venv seeing this interpreter's packages; pip install "
-             "--no-index --no-deps --no-build-isolation -e .; import check from outside the repository"]
+             "--no-index --no-deps --no-build-isolation -e . (or links the sources where pip cannot build); "
+             "import check from outside the repository"]
     for stage in dict.fromkeys(s.stage for s in plan):
         steps = [s for s in plan if s.stage == stage]
         lines.append(f"  {stage:11s} {sum(s.bound_s for s in steps):4.0f} s")
@@ -246,7 +247,7 @@ def _stop_group(proc: subprocess.Popen) -> None:
 
 # ---------------------------------------------------------------------------- install
 PROBE = r"""
-import importlib.metadata as md, importlib.util, json, platform, sys
+import importlib.metadata as md, importlib.util, json, os, platform, sys, sysconfig
 import torch
 import fastgan, fastgan.kernels, fastgan.export
 try:
@@ -255,11 +256,14 @@ try:
 except ImportError:
     triton_version = None
 cuda = torch.cuda.is_available()
+purelib = sysconfig.get_paths()["purelib"]
+dist = next((str(d.locate_file("")) for d in md.distributions(path=[purelib]) if d.metadata["Name"] == "fastgan"), None)
 info = {"python": platform.python_version(), "torch": torch.__version__, "triton": triton_version,
         "cuda": torch.version.cuda, "cuda_available": cuda,
         "device_name": torch.cuda.get_device_name(0) if cuda else None,
         "capability": ".".join(map(str, torch.cuda.get_device_capability(0))) if cuda else None,
-        "fastgan_dist": str(md.distribution("fastgan").locate_file("")),
+        "fastgan_dist": dist,   # the venv's own metadata (none for a linked install)
+        "fastgan_in_venv": dist is not None or os.path.abspath(fastgan.__file__).startswith(purelib),
         "fastgan": fastgan.__file__, "fastgan_kernels": fastgan.kernels.__file__,
         "fastgan_export": fastgan.export.__file__,
         "pytest_timeout": importlib.util.find_spec("pytest_timeout") is not None}
@@ -270,22 +274,25 @@ SITE_DIRS = ("import json, site; print(json.dumps(site.getsitepackages() + "
              "([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])))")
 
 
-def install(python: str, venv: Path, log: Path, deadline: float) -> dict[str, Any]:
+def install(python: str, venv: Path, log: Path, deadline: float, link: bool = False) -> dict[str, Any]:
     """Install fastgan (editable, offline) into a fresh venv that sees ``python``'s packages; probe it.
 
     The venv is made without pip and without its own packages; a ``.pth`` file
     adds ``python``'s site folders with ``site.addsitedir`` (so their own
     ``.pth`` files work too), which makes its torch, triton, pip and
     setuptools importable unchanged. fastgan goes into the venv itself with
-    ``pip install --no-index --no-deps --no-build-isolation -e``; the probe
-    then imports ``fastgan.kernels`` and ``fastgan.export`` from a folder
-    outside the repository.
+    ``pip install --no-index --no-deps --no-build-isolation -e``, or, where
+    that cannot build (e.g. a setuptools without ``bdist_wheel`` and no
+    ``wheel`` package), by :func:`link_install`. The probe then imports
+    ``fastgan.kernels`` and ``fastgan.export`` from a folder outside the
+    repository.
 
     Args:
         python: the interpreter whose packages the venv sees.
         venv: the venv folder (must not exist yet).
         log: the install log.
         deadline: ``time.monotonic()`` value by which the install must end.
+        link: skip pip and link the sources in (:func:`link_install`).
 
     Returns:
         The record for the summary: status, seconds, the probe's findings.
@@ -314,9 +321,14 @@ def install(python: str, venv: Path, log: Path, deadline: float) -> dict[str, An
     Path(purelib, "_fastgan_gpu_check_base.pth").write_text("\n".join(lines) + "\n")
     pip = [vpy, "-m", "pip", "install", "--no-index", "--no-deps", "--no-build-isolation",
            "--disable-pip-version-check"]
-    if not step(pip + ["-e", str(ROOT)]):
-        rec["error"] = "pip install failed (see install.log)"
-        return _finish(rec, t0)
+    rec["mode"] = "linked" if link else "editable"
+    if not link and not step(pip + ["-e", str(ROOT)]):
+        if rec["status"] == "cut short":
+            return _finish(rec, t0)
+        rec["mode"] = "linked (pip could not build the editable install: see install.log)"
+        link = True
+    if link:
+        link_install(Path(purelib))
     outside = Path(tempfile.mkdtemp(prefix="fastgan-gpu-check-probe-"))
     try:
         probe = subprocess.run([vpy, "-c", PROBE], capture_output=True, text=True, env=env, cwd=outside,
@@ -335,6 +347,30 @@ def install(python: str, venv: Path, log: Path, deadline: float) -> dict[str, An
         return _finish(rec, t0)
     rec.update(status="ok", python_bin=vpy, env=json.loads(found[-1][len("PROBE "):]))
     return _finish(rec, t0)   # the caller moves "env" to the top of the summary
+
+
+# pyproject.toml's package-dir: fastgan.kernels and fastgan.export live outside fastgan/ in the repository
+PACKAGE_DIRS = {"fastgan": "fastgan", "fastgan.kernels": "kernels", "fastgan.export": "export"}
+
+
+def link_install(site_packages: Path) -> None:
+    """Make ``import fastgan`` load the repository's files without a build: a ``fastgan`` folder of links.
+
+    Every entry of ``fastgan/`` is linked, and ``kernels/`` and ``export/``
+    are linked in as ``fastgan/kernels`` and ``fastgan/export``, as
+    pyproject's ``package-dir`` maps them (no console script, no metadata).
+
+    Args:
+        site_packages: the venv's site-packages folder.
+    """
+    pkg = site_packages / "fastgan"
+    pkg.mkdir()
+    for item in sorted((ROOT / PACKAGE_DIRS["fastgan"]).iterdir()):
+        if item.name != "__pycache__":
+            (pkg / item.name).symlink_to(item)
+    for name, folder in PACKAGE_DIRS.items():
+        if name != "fastgan":
+            (pkg / name.split(".", 1)[1]).symlink_to(ROOT / folder)
 
 
 def _finish(rec: dict, t0: float) -> dict:
@@ -460,7 +496,7 @@ class Check:
         return ok
 
 
-def run_check(out: Path, python: str, venv: Optional[Path], install_only: bool = False,
+def run_check(out: Path, python: str, venv: Optional[Path], install_only: bool = False, link: bool = False,
               plan: tuple[Step, ...] = PLAN) -> int:
     """Install, then run the plan; keep ``out/summary.json`` current throughout.
 
@@ -469,6 +505,7 @@ def run_check(out: Path, python: str, venv: Optional[Path], install_only: bool =
         python: the interpreter whose packages (torch, triton, ...) are used.
         venv: where to make the venv (default: a new temporary folder, removed at the end).
         install_only: stop after the install and its probe.
+        link: install by linking the sources instead of pip (see :func:`link_install`).
         plan: the steps.
 
     Returns:
@@ -480,7 +517,7 @@ def run_check(out: Path, python: str, venv: Optional[Path], install_only: bool =
     venv = Path(tempfile.mkdtemp(prefix="fastgan-gpu-check-")) / "venv" if own_venv else venv
     try:
         t0 = time.monotonic()
-        check.summary["install"] = rec = install(python, venv, out / "install.log", t0 + INSTALL_BOUND_S)
+        check.summary["install"] = rec = install(python, venv, out / "install.log", t0 + INSTALL_BOUND_S, link)
         check.summary["env"] = rec.pop("env", None)
         cap_file(out / "install.log")
         check.save()
@@ -523,6 +560,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                    help="the interpreter whose torch/triton/... the check uses (default: this one)")
     p.add_argument("--venv", default=None, help="make the venv here (default: a temporary folder, removed after)")
     p.add_argument("--install-only", action="store_true", help="install and probe only (works without a GPU)")
+    p.add_argument("--link", action="store_true",
+                   help="install by linking the sources, without pip (what happens anyway when pip cannot build)")
     args = p.parse_args(argv)
     if args.plan:
         print(plan_text())
@@ -536,7 +575,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     print(plan_text(), flush=True)
     return run_check(Path(out).resolve(), args.python, Path(args.venv).resolve() if args.venv else None,
-                     install_only=args.install_only)
+                     install_only=args.install_only, link=args.link)
 
 
 # ---------------------------------------------------------------------------- pytest plugin (-p gpu_check)

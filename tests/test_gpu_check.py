@@ -81,6 +81,7 @@ def test_install_offline_into_a_fresh_venv(tmp_path):
     inst, probe = summary["install"], summary["env"]
     assert inst["status"] == "ok" and inst["python_bin"] == str(venv / "bin" / "python")
     assert summary["status"] == "done" and summary["exit"] == 0
+    assert inst["mode"] == "editable" and probe["fastgan_in_venv"] is True
     assert Path(probe["fastgan_dist"]).resolve().is_relative_to(venv.resolve())  # installed into the new venv
     assert probe["fastgan_kernels"] == str(ROOT / "kernels" / "__init__.py")
     assert probe["fastgan_export"] == str(ROOT / "export" / "__init__.py")
@@ -88,6 +89,25 @@ def test_install_offline_into_a_fresh_venv(tmp_path):
     assert probe["torch"] == torch.__version__                       # the interpreter's torch, untouched
     assert "Successfully installed fastgan" in (out / "install.log").read_text()
     assert sorted(p.name for p in out.iterdir()) == ["install.log", "summary.json"]
+
+
+def test_linked_install_imports_the_repository_files(tmp_path):
+    """The fallback when pip cannot build (a setuptools without bdist_wheel and no wheel package)."""
+    tomllib = pytest.importorskip("tomllib")
+    package_dir = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    assert gpu_check.PACKAGE_DIRS == package_dir
+    site = tmp_path / "site"
+    site.mkdir()
+    gpu_check.link_install(site)
+    code = ("import fastgan, fastgan.kernels, fastgan.export, fastgan.models, fastgan.metrics, fastgan.benchmark; "
+            "print(fastgan.__file__); print(fastgan.kernels.__file__)")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                       env={**env, "PYTHONPATH": str(site), "PYTHONSAFEPATH": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    init, kernels = map(Path, r.stdout.split())
+    assert init.parent == site / "fastgan" and init.resolve() == ROOT / "fastgan" / "__init__.py"
+    assert kernels.resolve() == ROOT / "kernels" / "__init__.py"
 
 
 def _py(code):
@@ -128,7 +148,7 @@ def test_steps_are_bounded_and_the_summary_survives(tmp_path, monkeypatch):
 
 
 def test_no_cuda_device_skips_every_step(tmp_path, monkeypatch, capsys):
-    def fake_install(python, venv, log, deadline):
+    def fake_install(python, venv, log, deadline, link=False):
         log.write_text("installed\n")
         return {"status": "ok", "python_bin": python, "seconds": 0.1,
                 "env": {"cuda_available": False, "torch": "x", "triton": None, "pytest_timeout": False}}
