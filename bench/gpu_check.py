@@ -34,7 +34,9 @@ stopped still leaves every result it reached.
 from __future__ import annotations
 
 import argparse
+import functools
 import glob
+import importlib.util
 import json
 import os
 import shlex
@@ -165,15 +167,23 @@ def plan_text(plan: tuple[Step, ...] = PLAN) -> str:
 
 # ---------------------------------------------------------------------------- files
 def write_json(path: Path, data: dict) -> None:
-    """Write JSON so that a reader never sees half a file (temporary file, then rename).
+    """Write JSON so that a reader never sees half a file (fastgan's one atomic-write helper).
 
     Args:
         path: destination.
         data: JSON-serialisable dict.
     """
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    _files().atomic_write(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+@functools.lru_cache(maxsize=None)
+def _files():
+    """``fastgan/files.py`` loaded by path: the check runs before fastgan is installed, and the
+    module needs nothing but the standard library."""
+    spec = importlib.util.spec_from_file_location("_fastgan_files", ROOT / "fastgan" / "files.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def cap_file(path: Path, limit: int = FILE_LIMIT) -> bool:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .errors import ConfigError
+from .files import atomic_write
 
 DEFAULT_THRESHOLD = 0.10
 
@@ -112,7 +113,7 @@ def headline_line(h: dict[str, Any]) -> str:
 
 
 def write_results(report: dict[str, Any], path: str) -> None:
-    """Write a report as JSON (folders created).
+    """Write a report as JSON (folders created; atomically, so a reader never sees half a file).
 
     Args:
         report: the report dict.
@@ -120,7 +121,7 @@ def write_results(report: dict[str, Any], path: str) -> None:
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    atomic_write(p, json.dumps(report, indent=2, default=str) + "\n")
 
 
 def read_results(path: str) -> dict[str, Any]:
