@@ -2,9 +2,10 @@
 
 A checkpoint is a folder ``RUN/checkpoints/step_XXXXXXXX/`` holding
 
-- ``models.safetensors``: the weights and buffers of G, D and the EMA
-  generator (keys prefixed ``G.``, ``D.``, ``G_ema.``), with metadata (fastgan
-  version, step, the resolved config, generator class and constructor kwargs);
+- ``models.safetensors``: the weights and buffers of the task's networks,
+  keys prefixed with each network's name (``G.``, ``D.``, ``G_ema.`` for
+  noise-to-image), with metadata (fastgan version, step, the resolved config,
+  generator class and constructor kwargs);
 - ``state.pt``: optimiser states, random-generator states, step counter and
   loss buffer, read back with ``torch.load(weights_only=True)``, so loading a
   checkpoint never executes pickled code.
@@ -22,7 +23,7 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import torch
 
@@ -70,17 +71,14 @@ def latest_checkpoint(run_dir: os.PathLike | str) -> Optional[Path]:
     return dirs[-1] if dirs else None
 
 
-def save_checkpoint(run_dir: os.PathLike | str, step: int, *, G: torch.nn.Module, D: torch.nn.Module,
-                    G_ema: Optional[torch.nn.Module], state: dict[str, Any], metadata: dict[str, str],
-                    keep: int = 2) -> Path:
+def save_checkpoint(run_dir: os.PathLike | str, step: int, *, networks: Mapping[str, Optional[torch.nn.Module]],
+                    state: dict[str, Any], metadata: dict[str, str], keep: int = 2) -> Path:
     """Write a checkpoint atomically and prune old ones.
 
     Args:
         run_dir: the run folder.
         step: training step the checkpoint holds (its folder name).
-        G: generator.
-        D: discriminator.
-        G_ema: EMA generator, or ``None``.
+        networks: the networks by name (``None``: absent); their tensors are stored as ``name.key``.
         state: optimiser/RNG/step state; tensors, numbers, strings, lists and dicts only.
         metadata: string metadata stored in the safetensors header.
         keep: how many checkpoints to keep (the oldest beyond it are deleted).
@@ -98,7 +96,7 @@ def save_checkpoint(run_dir: os.PathLike | str, step: int, *, G: torch.nn.Module
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
-        tensors = {**_module_tensors("G", G), **_module_tensors("D", D), **_module_tensors("G_ema", G_ema)}
+        tensors = {k: v for name, net in networks.items() for k, v in _module_tensors(name, net).items()}
         meta = {"format": FORMAT, "step": str(step), **metadata}
         save_file(tensors, str(tmp / MODELS_FILE), metadata=meta)
         torch.save(state, tmp / STATE_FILE)

@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--run", help="run folder (or one checkpoint folder)")
     src.add_argument("--onnx", help="ONNX generator exported by 'fastgan export'")
     s.add_argument("--n", type=int, default=64, help="number of samples (default: 64)")
-    s.add_argument("--out", required=True, help="FILE.png (grid), FILE.npy (raw array), FILE.npz, or DIR/ (one PNG each)")
+    s.add_argument("--out", required=True,
+                   help="FILE.png (grid), FILE.npy (raw array), FILE.npz, or DIR/ (one PNG each)")
     s.add_argument("--seed", type=int, default=0, help="noise seed (default: 0)")
     s.add_argument("--labels", type=int, nargs="+", default=None,
                    help="class label(s) for a conditional generator (one for all, or one per sample)")
@@ -66,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="export a run's generator to ONNX and verify it with ONNX Runtime")
     e.add_argument("--run", required=True, help="run folder (or one checkpoint folder)")
     e.add_argument("--out", required=True, help="destination .onnx file")
-    e.add_argument("--fp16", action="store_true", help="fp16 weights and compute, fp32 inputs/outputs (parity tolerance 1e-2)")
+    e.add_argument("--fp16", action="store_true",
+                   help="fp16 weights and compute, fp32 inputs/outputs (parity tolerance 1e-2)")
     e.add_argument("--no-verify", dest="verify", action="store_false", help="skip the ONNX Runtime parity check")
 
     v = sub.add_parser("eval", help="compute quality / mode-collapse metrics for a run or an ONNX generator")

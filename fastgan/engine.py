@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import types
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional
 
 import torch
@@ -29,8 +30,15 @@ __all__ = ["Engine", "EngineOptions", "EnginePlan", "resolve_plan", "resolve_dev
 
 
 # ---------------------------------------------------------------------------- the engine
+@dataclass
+class _OptimizerRecord:
+    flags: dict[str, Any]   # the plan's Adam flags (load_state_dict takes the checkpoint's; they are put back)
+    tensor_lr: bool         # the learning rate lives in a device tensor that captured graphs read
+    base_lr: float          # the learning rate it was made with: the schedule scales this one
+
+
 class Engine:
-    """Applies an :class:`EnginePlan` to a trainer's networks, optimisers and step functions.
+    """Applies an :class:`EnginePlan` to a task's networks, optimisers and step functions.
 
     Args:
         plan: the resolved plan.
@@ -41,28 +49,29 @@ class Engine:
         self.plan = plan
         self.device = device
         self._captured: list = []
-        # per optimiser (by id): the Adam flags of the plan, and whether its lr lives in a tensor
-        self._opt_flags: dict[int, tuple[dict[str, Any], bool]] = {}
+        self._optimizers: dict[int, _OptimizerRecord] = {}   # by id(): what make_optimizer decided
         if plan.cudnn_benchmark and not torch.backends.cudnn.deterministic:
             torch.backends.cudnn.benchmark = True
 
     # -------------------------------------------------------------- networks and data
-    def prepare_networks(self, G: nn.Module, D: nn.Module) -> None:
-        """Set the kernel implementation, memory format and channel padding of G and D in place.
+    def prepare_networks(self, *networks: nn.Module) -> None:
+        """Set the kernel implementation, memory format and input-channel padding of networks in place.
+
+        Make copies (an EMA generator) afterwards, so they share the choices.
 
         Args:
-            G: the generator (its EMA copy should be made afterwards).
-            D: the discriminator.
+            networks: the networks; one whose images enter through a ``from_img``
+                convolution gets its input channels padded when the plan asks.
         """
         from .models import set_kernel_impl
 
-        for net in (G, D):
+        pad = self.plan.options.pad_channels
+        for net in networks:
             set_kernel_impl(net, self.plan.kernels)
             if self.plan.channels_last:
                 net.to(memory_format=torch.channels_last)
-        pad = self.plan.options.pad_channels
-        if pad and isinstance(getattr(D, "from_img", None), nn.Conv2d):
-            pad_input_channels(D.from_img, pad)
+            if pad and isinstance(getattr(net, "from_img", None), nn.Conv2d):
+                pad_input_channels(net.from_img, pad)
 
     def to_layout(self, x: torch.Tensor) -> torch.Tensor:
         """An image batch in the plan's memory format (other tensors unchanged).
@@ -105,8 +114,9 @@ class Engine:
         if scheduled and self.plan.capturable:
             lr_arg = torch.tensor(float(lr), dtype=torch.float32, device=self.device)
         opt = torch.optim.Adam(params, lr=lr_arg, betas=betas, **flags)
-        self._opt_flags[id(opt)] = ({k: opt.param_groups[0][k] for k in ("fused", "capturable", "foreach")},
-                                    torch.is_tensor(lr_arg))
+        self._optimizers[id(opt)] = _OptimizerRecord(
+            {k: opt.param_groups[0][k] for k in ("fused", "capturable", "foreach")}, torch.is_tensor(lr_arg),
+            float(lr))
         return opt
 
     @staticmethod
@@ -122,6 +132,15 @@ class Engine:
                 group["lr"].fill_(lr)
             else:
                 group["lr"] = lr
+
+    def scale_lr(self, opt: torch.optim.Optimizer, factor: float) -> None:
+        """Set the learning rate to ``factor`` times the one ``opt`` was made with (see :meth:`set_lr`).
+
+        Args:
+            opt: an optimiser made by :meth:`make_optimizer`.
+            factor: the schedule's factor for the coming iteration.
+        """
+        self.set_lr(opt, self._optimizers[id(opt)].base_lr * factor)
 
     def make_scaler(self) -> Optional[torch.amp.GradScaler]:
         """A gradient scaler for fp16 (``None`` otherwise); its state stays on the device.
@@ -163,9 +182,10 @@ class Engine:
         Args:
             opt: an optimiser made by :meth:`make_optimizer`.
         """
-        if id(opt) not in self._opt_flags:
+        record = self._optimizers.get(id(opt))
+        if record is None:
             return
-        flags, tensor_lr = self._opt_flags[id(opt)]
+        flags, tensor_lr = record.flags, record.tensor_lr
         on_device = bool(flags["fused"] or flags["capturable"])
         for group in opt.param_groups:
             group.update(flags)

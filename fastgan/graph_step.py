@@ -14,7 +14,7 @@ The recipe (torch's CUDA-graph notes):
 3. Replay: every later call is ``graph.replay()``: no Python, no launches.
 
 Everything the step touches must keep its address between replays:
-parameters, optimiser state, the data on the device, the trainer's ``stats``
+parameters, optimiser state, the data on the device, the task's ``stats``
 and EMA counter are updated in place; gradients are allocated inside the
 capture (``zero_grad(set_to_none=True)``) and live in the graph's private pool.
 Anything that rebinds those tensors (``optimizer.load_state_dict``) must call

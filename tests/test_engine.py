@@ -243,13 +243,13 @@ def test_set_lr_updates_a_tensor_lr_in_place_and_loading_keeps_its_kind(tmp_path
     opt.param_groups[0]["lr"] = lr_t
     eng.set_lr(opt, 5e-4)
     assert opt.param_groups[0]["lr"] is lr_t and lr_t.item() == pytest.approx(5e-4)
-    flags, _ = eng._opt_flags[id(opt)]
-    eng._opt_flags[id(opt)] = (flags, True)  # as made by make_optimizer(scheduled=True) in graph mode
-    opt.load_state_dict(dict(opt.state_dict(), param_groups=[dict(g, lr=3e-4) for g in opt.state_dict()["param_groups"]]))
+    eng._optimizers[id(opt)].tensor_lr = True  # as made by make_optimizer(scheduled=True) in graph mode
+    groups = [dict(g, lr=3e-4) for g in opt.state_dict()["param_groups"]]
+    opt.load_state_dict(dict(opt.state_dict(), param_groups=groups))
     eng.after_optimizer_load(opt)
     lr = opt.param_groups[0]["lr"]
     assert torch.is_tensor(lr) and lr.item() == pytest.approx(3e-4)
-    eng._opt_flags[id(opt)] = (flags, False)
+    eng._optimizers[id(opt)].tensor_lr = False
     eng.after_optimizer_load(opt)
     assert opt.param_groups[0]["lr"] == pytest.approx(3e-4) and not torch.is_tensor(opt.param_groups[0]["lr"])
 
@@ -266,7 +266,7 @@ def test_python_side_state_is_kept_outside_the_step(tmp_path):
     tr.run_steps(1)
     tr.sample(2)                       # recomputes the EMA generator's standing statistics
     assert not tr._ema_stats_stale
-    tr._step_fn = lambda: None         # what a replay looks like from Python
+    tr._runners[0] = (tr._runners[0][0], lambda: None)   # what a replay looks like from Python
     tr.run_steps(1)
     assert tr._ema_stats_stale and tr.step == 2
 

@@ -241,14 +241,14 @@ def test_load_generator(tmp_path):
 
 def test_non_finite_losses_stop_before_a_checkpoint_of_that_step(tmp_path):
     tr = Trainer(tiny_points(tmp_path / "run", steps=12, log_every=4, ckpt_every=4))
-    step_fn = tr._step_fn
+    step, step_fn = tr._runners[0]
 
     def poisoned_after_step_6():
         step_fn()
         if tr.step >= 6:                       # the stats of the step ending at 8 turn NaN
             tr.stats.buffer.fill_(float("nan"))
 
-    tr._step_fn = poisoned_after_step_6
+    tr._runners[0] = (step, poisoned_after_step_6)
     with pytest.raises(TrainingError, match="non-finite at step 8"):
         tr.fit()
     ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())

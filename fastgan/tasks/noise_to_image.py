@@ -1,0 +1,299 @@
+"""The first task: a generator maps noise (and a class label) to an image or a 2-D point; one discriminator.
+
+Everything a step needs lives on the device before the first step: the data
+(uint8 images), one ``torch.Generator`` for every random draw, the networks,
+optimisers, EMA weights and the running sums. :meth:`NoiseToImage.train_step`
+(D update(s), then the G update on the same fake batch, then the EMA update)
+and :meth:`NoiseToImage.reg_step` (lazy R1) follow the capture rules of
+docs/architecture.md, so the engine can run them eagerly, compiled or as
+CUDA-graph replays.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from .. import losses
+from ..augment import augment as apply_augment
+from ..config import RESOLUTIONS, TrainConfig
+from ..data import GanData, load_data
+from ..errors import ConfigError
+from ..images import plot_points, save_image_grid
+from ..kernels import use_impl
+from ..metrics import check_metrics, evaluate
+from ..models import build_models, r1_in_input_units, score_real_and_fake
+from ..sampling import generate, recompute_standing_stats
+from ..stats import RunningStats
+from .base import Step, Task
+
+GRID_SEED_OFFSET = 7919       # fixed-noise seed for sample grids: cfg.seed + this
+STANDING_STATS_BATCHES = 16   # batches used to recompute the EMA generator's BN statistics
+
+
+class NoiseToImage(Task):
+    """GAN training from noise to samples: DCGAN for images, MLPs for 2-D points, or your own networks.
+
+    Args:
+        cfg: the training configuration (validated; resolved here once the data is known).
+        engine: the engine that runs the steps (its device is the training device).
+        data: optional data instead of ``cfg.data`` (see :class:`fastgan.Trainer`).
+        generator: optional generator network instead of the built-in one.
+        discriminator: optional discriminator network instead of the built-in one.
+    """
+
+    progress_keys = {"d": "d_loss", "g": "g_loss"}
+    network_labels = {"G": "generator", "D": "discriminator", "G_ema": "EMA generator"}
+
+    def __init__(self, cfg: TrainConfig, engine, *, data: Any = None, generator: Optional[nn.Module] = None,
+                 discriminator: Optional[nn.Module] = None) -> None:
+        self.engine = engine
+        self.device = device = engine.device
+        # ---- data (on the training device, uint8 for images), then the config resolved for it
+        if data is not None:
+            cfg = dataclasses.replace(cfg, data="<custom>")
+        spec = data if data is not None else cfg.data
+        res = cfg.resolution if (data is not None or cfg.resolution) else cfg.resolved().resolution
+        self.data: GanData = load_data(spec, resolution=res, device=device, seed=cfg.seed)
+        points = self.data.kind == "points"
+        if not points and self.data.resolution not in RESOLUTIONS:
+            raise ConfigError(f"image resolution {self.data.resolution} is not supported; "
+                              f"choose one of {', '.join(map(str, RESOLUTIONS))}")
+        if not points:
+            cfg = dataclasses.replace(cfg, resolution=self.data.resolution)
+        self.cfg = cfg = cfg.resolved(points=points)
+        if cfg.conditional and self.data.num_classes == 0:
+            raise ConfigError("conditional=True needs a labelled dataset (sub-folders per class, or labels)")
+        if points and cfg.augment_list():
+            raise ConfigError("image augmentations do not apply to 2-D point data; leave augment empty")
+        self.num_classes = self.data.num_classes if cfg.conditional else 0
+        if cfg.eval_every:  # unknown or inapplicable metrics are refused now, not at the first evaluation
+            check_metrics(self.data, cfg.eval_metrics)
+
+        # ---- networks (seeded), EMA copy, optimisers
+        torch.manual_seed(cfg.seed)
+        G, D = build_models(cfg, channels=self.data.channels, num_classes=self.num_classes, points=points,
+                            point_scale=self.data.scale)
+        self.G: nn.Module = (generator if generator is not None else G).to(device)
+        self.D: nn.Module = (discriminator if discriminator is not None else D).to(device)
+        engine.prepare_networks(self.G, self.D)  # memory format, kernels (before the EMA copy)
+        self.custom_generator = generator is not None
+        self.z_dim = int(getattr(self.G, "z_dim", cfg.z_dim))
+        self.G_ema: Optional[nn.Module] = None
+        if cfg.ema_decay > 0:
+            self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        # parameter lists walked once: the step freezes D and updates the EMA through them
+        self._g_params = list(self.G.parameters())
+        self._d_params = [p for p in self.D.parameters() if p.requires_grad]
+        self._ema_params = [] if self.G_ema is None else list(self.G_ema.parameters())
+        betas, scheduled = (cfg.beta1, cfg.beta2), bool(cfg.lr_decay)
+        self.opt_g = engine.make_optimizer(self._g_params, lr=cfg.lr_g, betas=betas, scheduled=scheduled)
+        self.opt_d = engine.make_optimizer(self.D.parameters(), lr=cfg.lr_d, betas=betas, scheduled=scheduled)
+        self.scaler_g = engine.make_scaler()   # fp16 only, else None
+        self.scaler_d = engine.make_scaler()
+
+        # ---- step state on the device
+        self.gen = torch.Generator(device=device)
+        self.gen.manual_seed(cfg.seed)
+        self.stats = RunningStats({"train": ("d_loss", "g_loss", "d_real", "d_fake"), "R1": ("r1",)}, device)
+        self.ema_t = torch.zeros((), device=device)
+        self._ema_stats_stale = True
+        # forward + loss pieces: compiled in compile mode, no random draws inside
+        self._generate = engine.compile(self._g_forward)
+        self._d_loss_fn = engine.compile(self._d_forward_loss)
+        self._g_loss_fn = engine.compile(self._g_forward_loss)
+
+    # ================================================================== the steps
+    def steps(self) -> list[Step]:
+        """The training step, and the lazy R1 step every ``r1_every`` iterations when ``r1_gamma > 0``."""
+        out = [Step("train", self.train_step, (self.gen,))]
+        if self.cfg.r1_gamma > 0:
+            out.append(Step("R1", self.reg_step, (self.gen,), every=self.cfg.r1_every))
+        return out
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        policy = self.cfg.augment_list()
+        if not policy or self.cfg.augment_p == 0:
+            return x
+        return apply_augment(x, policy, self.cfg.augment_p, generator=self.gen)
+
+    def _labels(self, labels: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        return labels if self.num_classes else None
+
+    def _g_forward(self, z: torch.Tensor, y: Optional[torch.Tensor]) -> torch.Tensor:
+        with self.engine.autocast():
+            return self.G(z, y)
+
+    def _d_forward_loss(self, real: torch.Tensor, fake: torch.Tensor, y: Optional[torch.Tensor]):
+        with self.engine.autocast():
+            d_real, d_fake = score_real_and_fake(self.D, real, fake, y)
+        return losses.d_loss(self.cfg.loss, d_real, d_fake), d_real, d_fake
+
+    def _g_forward_loss(self, fake: torch.Tensor, y: Optional[torch.Tensor]) -> torch.Tensor:
+        with self.engine.autocast():
+            logits = self.D(fake, y)
+        return losses.g_loss(self.cfg.loss, logits)
+
+    def train_step(self) -> None:
+        """One iteration: ``n_critic`` D updates, one G update, the EMA update.
+
+        Reads and writes only device tensors (capturable in a CUDA graph).
+        The fake batch of the last D update is reused for the G update.
+        """
+        cfg, B, engine = self.cfg, self.cfg.batch_size, self.engine
+        fake = y = d_real = d_fake = loss_d = None
+        for i in range(cfg.n_critic):
+            real, labels = self.data.sample(B, self.gen)
+            real = engine.to_layout(real)
+            y = self._labels(labels)
+            z = torch.randn(B, self.z_dim, device=self.device, generator=self.gen)
+            with torch.set_grad_enabled(i == cfg.n_critic - 1):  # keep G's graph only for the reused fake
+                fake = self._generate(z, y)
+            # -- D update: real -> high, fake -> low (augment draws real's randoms first)
+            loss_d, d_real, d_fake = self._d_loss_fn(self._augment(real), self._augment(fake.detach()), y)
+            if cfg.gp_weight > 0:
+                with use_impl("ref"):  # the penalty differentiates a gradient: reference ops support that
+                    gp = losses.gradient_penalty(self.D, real, fake.detach(), y, generator=self.gen)
+                loss_d = loss_d + cfg.gp_weight * gp
+            engine.update(loss_d, self.opt_d, self.scaler_d)
+        # -- G update on the same fake batch, D frozen
+        _set_requires_grad(self._d_params, False)
+        try:
+            loss_g = self._g_loss_fn(self._augment(fake), y)
+            engine.update(loss_g, self.opt_g, self.scaler_g)
+        finally:
+            _set_requires_grad(self._d_params, True)
+        self._update_ema()
+        self.stats.add("train", loss_d, loss_g, d_real.detach().float().mean(), d_fake.detach().float().mean())
+
+    def reg_step(self) -> None:
+        """Lazy R1 regularisation of D on real data (run every ``r1_every`` steps).
+
+        The penalty is scaled by ``r1_every`` so its average strength equals
+        ``r1_gamma / 2 * E||grad D(x)||^2`` applied every step. For point data
+        the gradient is taken in the MLP's unit-scale coordinates (x / scale),
+        so ``r1_gamma`` means the same for every mixture.
+        """
+        cfg = self.cfg
+        real, labels = self.data.sample(cfg.batch_size, self.gen)
+        real = self._augment(self.engine.to_layout(real)).detach().requires_grad_(True)
+        with use_impl("ref"):  # R1 differentiates a gradient: reference ops support that
+            logits = self.D(real, self._labels(labels))
+            r1 = r1_in_input_units(self.D, losses.r1_penalty(logits, real))
+        self.engine.update(r1 * (cfg.r1_gamma / 2 * cfg.r1_every), self.opt_d, None)  # fp32: no scaler
+        self.stats.add("R1", r1)
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.G_ema is None:
+            return
+        # decay ramps up from 0.1 so early samples are not dominated by the random init
+        t = self.ema_t
+        beta = torch.clamp((1.0 + t) / (10.0 + t), max=self.cfg.ema_decay)
+        torch._foreach_mul_(self._ema_params, beta)
+        torch._foreach_add_(self._ema_params, torch._foreach_mul(self._g_params, 1.0 - beta))
+        self.ema_t.add_(1.0)
+
+    def train(self) -> None:
+        """G and D in training mode (the EMA generator stays in eval mode)."""
+        self.G.train()
+        self.D.train()
+
+    def after_iteration(self) -> None:
+        """The EMA weights moved: their batch-norm statistics must be recomputed before use."""
+        self._ema_stats_stale = True
+
+    # ================================================================== checkpoints
+    def networks(self) -> dict[str, Optional[nn.Module]]:
+        """``G``, ``D`` and ``G_ema`` (``None`` without EMA)."""
+        return {"G": self.G, "D": self.D, "G_ema": self.G_ema}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """``opt_g`` and ``opt_d``."""
+        return {"opt_g": self.opt_g, "opt_d": self.opt_d}
+
+    def scalers(self) -> dict[str, Optional[torch.amp.GradScaler]]:
+        """``scaler_g`` and ``scaler_d`` (``None`` unless fp16)."""
+        return {"scaler_g": self.scaler_g, "scaler_d": self.scaler_d}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The noise generator's state and the EMA step counter."""
+        return {"gen_state": self.gen.get_state(), "ema_t": self.ema_t.detach().cpu()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the noise generator and the EMA counter; the checkpoint holds the standing statistics.
+
+        Args:
+            state: the checkpoint's training state.
+        """
+        self.gen.set_state(state["gen_state"])
+        self.ema_t.copy_(state["ema_t"])
+        self._ema_stats_stale = False
+
+    def before_checkpoint(self) -> None:
+        """Standing batch-norm statistics of the EMA generator, saved with its weights."""
+        self._recompute_standing_stats()
+
+    def checkpoint_metadata(self) -> dict[str, str]:
+        """Generator class and constructor arguments, so :func:`fastgan.load_generator` can rebuild it."""
+        if self.custom_generator or not hasattr(self.G, "arch_config"):
+            return {}
+        return {"generator_class": type(self.G).__name__, "generator_arch": json.dumps(self.G.arch_config())}
+
+    # ================================================================== samples and metrics
+    def _recompute_standing_stats(self) -> None:
+        """Give the EMA generator batch-norm statistics of its own weights (once per change of weights)."""
+        if self.G_ema is None or not self._ema_stats_stale:
+            return
+        recompute_standing_stats(self.G_ema, z_dim=self.z_dim, batch_size=self.cfg.batch_size,
+                                 num_classes=self.num_classes, seed=self.cfg.seed + GRID_SEED_OFFSET + 1,
+                                 batches=STANDING_STATS_BATCHES, device=self.device)
+        self._ema_stats_stale = False
+
+    def ema_generator(self) -> nn.Module:
+        """The generator used for samples: EMA weights when kept, in eval mode."""
+        if self.G_ema is not None:
+            self._recompute_standing_stats()
+            return self.G_ema
+        return self.G
+
+    def sample(self, n: int, seed: Optional[int] = None, labels=None, batch_size: int = 256) -> torch.Tensor:
+        """Generate ``n`` samples on the CPU: (n, C, H, W) in [-1, 1], or (n, 2) for 2-D data.
+
+        Args:
+            n: number of samples.
+            seed: noise seed (default: the config's seed); the same seed gives the same samples.
+            labels: class labels for a conditional model: an int or ``n`` ints
+                (default: classes in turn).
+            batch_size: samples generated per forward pass.
+        """
+        return generate(self.ema_generator(), n, z_dim=self.z_dim,
+                        seed=self.cfg.seed if seed is None else seed, labels=labels,
+                        num_classes=self.num_classes, device=self.device, batch_size=batch_size)
+
+    def save_samples(self, path: Path) -> None:
+        """A fixed-noise grid of 64 images, or a scatter plot of 2,000 points over the mixture's centres.
+
+        Args:
+            path: the PNG file.
+        """
+        if self.data.kind == "points":
+            plot_points(self.sample(2000, seed=self.cfg.seed + GRID_SEED_OFFSET), path, modes=self.data.modes)
+        else:
+            save_image_grid(self.sample(64, seed=self.cfg.seed + GRID_SEED_OFFSET), path, nrow=8)
+
+    def evaluate(self) -> dict[str, Any]:
+        """``cfg.eval_metrics`` of the EMA generator against the training data (:func:`fastgan.metrics.evaluate`)."""
+        metrics = [m.strip() for m in self.cfg.eval_metrics.split(",") if m.strip()]
+        return evaluate(self.ema_generator(), self.data, metrics, seed=self.cfg.seed, device=self.device)
+
+
+def _set_requires_grad(params: list[torch.Tensor], flag: bool) -> None:
+    for p in params:
+        p.requires_grad_(flag)
