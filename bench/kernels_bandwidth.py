@@ -262,9 +262,9 @@ def run(args):
         if hasattr(dynamo_config, "fail_on_recompile_limit_hit"):
             dynamo_config.fail_on_recompile_limit_hit = True
     else:
-        from fastgan.kernels import _common
+        from fastgan import kernels as K
 
-        if not _common.TRITON_INTERPRETED and "triton" in args.impls:
+        if not K.TRITON_INTERPRETED and "triton" in args.impls:
             print("kernels_bandwidth: triton was imported without TRITON_INTERPRET=1; smoke run without it")
             args.impls = [i for i in args.impls if i != "triton"]
     results, checks = [], []

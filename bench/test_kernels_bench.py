@@ -21,7 +21,6 @@ if not torch.cuda.is_available():  # must precede the first `import triton`
 import pytest  # noqa: E402
 
 from fastgan import kernels as K  # noqa: E402
-from fastgan.kernels import _common  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -29,7 +28,7 @@ DEVICE = "cuda" if CUDA else "cpu"
 SHAPES = [(128, 128, 16, 16), (512, 256, 8, 8)] if CUDA else [(4, 8, 4, 4)]
 DTYPE = torch.bfloat16 if CUDA else torch.float32
 IMPLS = ["ref", pytest.param("triton", marks=pytest.mark.skipif(
-    not (_common.HAS_TRITON and (CUDA or _common.TRITON_INTERPRETED)), reason="needs triton"))]
+    not (K.HAS_TRITON and (CUDA or K.TRITON_INTERPRETED)), reason="needs triton"))]
 
 
 def sync():
@@ -92,7 +91,7 @@ def test_gan_loss_fwd_bwd(benchmark, batch, impl):
     torch.testing.assert_close(loss, K.gan_loss_ref(logits.detach(), True, "ns"), rtol=1e-3, atol=1e-3)
 
 
-@pytest.mark.skipif(CUDA or not _common.TRITON_INTERPRETED, reason="CPU smoke run needs the Triton interpreter")
+@pytest.mark.skipif(CUDA or not K.TRITON_INTERPRETED, reason="CPU smoke run needs the Triton interpreter")
 def test_bandwidth_script_cpu_smoke(tmp_path):
     """bench/kernels_bandwidth.py runs end to end (tiny CPU shapes) and writes its JSON."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels_bandwidth.py")

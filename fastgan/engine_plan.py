@@ -178,8 +178,7 @@ def _capability(device: torch.device) -> tuple[int, int]:
 
 
 def _resolved_kernels(requested: str, device: torch.device) -> str:
-    from .kernels import HAS_TRITON
-    from .kernels._common import TRITON_INTERPRETED
+    from .kernels import HAS_TRITON, TRITON_INTERPRETED
 
     if requested == "ref":
         return "ref"

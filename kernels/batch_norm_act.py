@@ -23,10 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import (ACT_CODES, TUNING, act_derivative, act_forward, act_ref, cdiv, channel_sum, ChannelView,
-                      check_act, combine_blocks, dense_for_channels, jit, match_layout, per_channel,
-                      reduction_programs, refuse_double_backward, resolve_impl, sum_partials, tile_offsets,
-                      TilePlan, tl, TritonOp, wrap_triton)
+from .activations import act_derivative, act_forward, act_ref, check_act
+from .dispatch import jit, resolve_impl, tl, wrap_triton
+from .ops import refuse_double_backward, triton_op
+from .tiles import (TUNING, ChannelView, TilePlan, cdiv, channel_sum, combine_blocks, dense_for_channels, grid_1d,
+                    match_layout, per_channel, reduction_programs, sum_partials, tile_coords, tile_offsets)
 
 
 def _check_args(x, weight, bias, running_mean, running_var, training):
@@ -119,7 +120,7 @@ def _batch_norm_explicit(xf, w, b, running_mean, running_var, training, momentum
 def _bn_stats_kernel(
     x_ptr,     # input (O, C, I) view, any float dtype
     part_ptr,  # fp32 (G, 2, C): per-group sum(x - shift) and sum((x - shift)^2)
-    O, C, I, rows_per_group,
+    O, C, I, c_blocks, rows_per_group,
     ROWS: tl.constexpr, BIG: tl.constexpr,
     BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
 ):
@@ -128,8 +129,8 @@ def _bn_stats_kernel(
     The shift is x[0, c, 0] (the same for every program), which keeps E[(x-s)^2] - E[x-s]^2
     free of the cancellation that plain sum/sum-of-squares suffers when |mean| >> std.
     """
-    g = tl.program_id(0)
-    c0 = tl.program_id(1) * BLOCK_C
+    g = tl.program_id(0) // c_blocks
+    c0 = (tl.program_id(0) % c_blocks) * BLOCK_C
     c = c0 + tl.arange(0, BLOCK_C)
     shift = per_channel(tl.load(x_ptr + c * I, mask=c < C, other=0.0).to(tl.float32), ROWS)
     if ROWS:
@@ -214,22 +215,22 @@ def _bn_apply_kernel(
     w_ptr,     # weight (C,); unused when HAS_W is False
     b_ptr,     # bias (C,); unused when HAS_B is False
     y_ptr,     # output, same layout and dtype as x
-    O, C, I, eps, alpha, o_blocks,
+    O, C, I, eps, alpha, o_blocks, c_blocks, i_blocks,
     STATS_ARE_VAR: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr,
     ROWS: tl.constexpr, BIG: tl.constexpr,
     BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
 ):
     """One tile per program: y = act((x - mean) * rstd * w + b)."""
-    # NOTE: tiles are visited in reverse row order, so the first tiles read are the ones
-    # the statistics pass read last (most likely still in L2). Unmeasured so far.
-    ob = o_blocks - 1 - tl.program_id(0)
-    c0 = tl.program_id(1) * BLOCK_C
+    ob, cb, ib = tile_coords(tl.program_id(0), c_blocks, i_blocks)
+    # NOTE: rows in reverse order: the first tiles read are those the statistics pass read last
+    # (likely still in L2); unmeasured on a GPU.
+    ob = o_blocks - 1 - ob
+    c0 = cb * BLOCK_C
     c = c0 + tl.arange(0, BLOCK_C)
     mean, rstd, w, b = _channel_params(mean_ptr, rstd_ptr, w_ptr, b_ptr, c, C, eps, STATS_ARE_VAR, HAS_W, HAS_B,
                                      BLOCK_C)
     scale = per_channel(rstd * w, ROWS)
-    offs, mask, c = tile_offsets(ob * BLOCK_O, c0, tl.program_id(2) * BLOCK_I, O, C, I,
-                                 BLOCK_O, BLOCK_C, BLOCK_I, ROWS, BIG)
+    offs, mask, c = tile_offsets(ob * BLOCK_O, c0, ib * BLOCK_I, O, C, I, BLOCK_O, BLOCK_C, BLOCK_I, ROWS, BIG)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     u = (x - per_channel(mean, ROWS)) * scale + per_channel(b, ROWS)
     tl.store(y_ptr + offs, act_forward(u, alpha, ACT).to(y_ptr.dtype.element_ty), mask=mask)
@@ -245,7 +246,7 @@ def _bn_bwd_reduce_kernel(
     b_ptr,     # bias (C,); unused when HAS_B is False
     part_ptr,  # fp32 (G, 2, C) out: per-group sum(du) and sum(du * xhat)
     dx_ptr,    # gradient of x (eval mode only: WRITE_DX); unused otherwise
-    O, C, I, rows_per_group, eps, alpha,
+    O, C, I, c_blocks, rows_per_group, eps, alpha,
     STATS_ARE_VAR: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr,
     WRITE_DX: tl.constexpr, ROWS: tl.constexpr, BIG: tl.constexpr,
     BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
@@ -254,8 +255,8 @@ def _bn_bwd_reduce_kernel(
 
     With running statistics (eval) dx = du * w * rstd needs no reduction and is written here too.
     """
-    g = tl.program_id(0)
-    c0 = tl.program_id(1) * BLOCK_C
+    g = tl.program_id(0) // c_blocks
+    c0 = (tl.program_id(0) % c_blocks) * BLOCK_C
     c = c0 + tl.arange(0, BLOCK_C)
     mean, rstd, w, b = _channel_params(mean_ptr, rstd_ptr, w_ptr, b_ptr, c, C, eps, STATS_ARE_VAR, HAS_W, HAS_B,
                                      BLOCK_C)
@@ -276,7 +277,7 @@ def _bn_bwd_reduce_kernel(
             x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
             du = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)  # masked lanes: du = 0
             xhat = (x - mean_t) * rstd_t
-            if ACT != 0:
+            if ACT != "linear":
                 du = du * act_derivative(xhat * w_t + b_t, alpha, ACT)
             acc1 += du
             acc2 += du * xhat
@@ -297,161 +298,39 @@ def _bn_bwd_dx_kernel(
     b_ptr,     # bias (C,); unused when HAS_B is False
     sums_ptr,  # fp32 (2, C): sum(du) (= dbias) then sum(du * xhat) (= dweight)
     dx_ptr,    # out: gradient of x, same layout and dtype as x
-    O, C, I, inv_n, alpha, o_blocks,
+    O, C, I, inv_n, alpha, o_blocks, c_blocks, i_blocks,
     HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr,
     ROWS: tl.constexpr, BIG: tl.constexpr,
     BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
 ):
     """One tile per program: dx = rstd * w * (du - mean(du) - xhat * mean(du * xhat))."""
-    ob = o_blocks - 1 - tl.program_id(0)  # NOTE: reverse order for L2 reuse, as in _bn_apply_kernel
-    c0 = tl.program_id(1) * BLOCK_C
+    ob, cb, ib = tile_coords(tl.program_id(0), c_blocks, i_blocks)
+    ob = o_blocks - 1 - ob  # reverse row order for L2 reuse, as in _bn_apply_kernel
+    c0 = cb * BLOCK_C
     c = c0 + tl.arange(0, BLOCK_C)
     mean, rstd, w, b = _channel_params(mean_ptr, rstd_ptr, w_ptr, b_ptr, c, C, 0.0, False, HAS_W, HAS_B, BLOCK_C)
     m1 = tl.load(sums_ptr + c, mask=c < C, other=0.0) * inv_n
     m2 = tl.load(sums_ptr + C + c, mask=c < C, other=0.0) * inv_n
-    offs, mask, c = tile_offsets(ob * BLOCK_O, c0, tl.program_id(2) * BLOCK_I, O, C, I,
-                                 BLOCK_O, BLOCK_C, BLOCK_I, ROWS, BIG)
+    offs, mask, c = tile_offsets(ob * BLOCK_O, c0, ib * BLOCK_I, O, C, I, BLOCK_O, BLOCK_C, BLOCK_I, ROWS, BIG)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     du = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     xhat = (x - per_channel(mean, ROWS)) * per_channel(rstd, ROWS)
-    if ACT != 0:
+    if ACT != "linear":
         du = du * act_derivative(xhat * per_channel(w, ROWS) + per_channel(b, ROWS), alpha, ACT)
     dx = per_channel(rstd * w, ROWS) * (du - per_channel(m1, ROWS) - xhat * per_channel(m2, ROWS))
     tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
-# ----------------------------------------------------------------------------- launchers + custom ops
-def _reduce_plan(x: torch.Tensor, view: ChannelView):
-    plan = TilePlan(view, TUNING["tile_reduce"], TUNING["max_block_c"])
-    groups, rows_per_group = plan.split_rows(reduction_programs(x.device))
-    return plan, groups, rows_per_group
-
-
-def _bn_stats_impl(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
-                   momentum: float, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    view = ChannelView(x, 1)
-    mean = torch.empty(view.C, device=x.device, dtype=torch.float32)
-    rstd = torch.empty_like(mean)
-    plan, groups, rows_per_group = _reduce_plan(x, view)
-    part = torch.empty((groups, 2, view.C), device=x.device, dtype=torch.float32)
-    wrap_triton(_bn_stats_kernel)[(groups, plan.c_blocks)](x, part, view.O, view.C, view.I, rows_per_group,
-           ROWS=view.rows, BIG=view.big, BLOCK_O=plan.BLOCK_O, BLOCK_C=plan.BLOCK_C, BLOCK_I=plan.BLOCK_I,
-           num_warps=TUNING["warps_reduce"])
-    block_c, block_g = combine_blocks(groups, view.C)
-    has_running = running_mean is not None
-    wrap_triton(_bn_stats_combine_kernel)[(cdiv(view.C, block_c),)](part, x, mean, rstd,
-           running_mean if has_running else mean, running_var if has_running else rstd,
-           groups, view.C, view.I, float(view.O * view.I), eps, momentum,
-           running_mean.stride(0) if has_running else 1, running_var.stride(0) if has_running else 1,
-           HAS_RUNNING=has_running, BLOCK_G=block_g, BLOCK_C=block_c)
-    return mean, rstd
-
-
-_bn_stats_op = TritonOp("fastgan::batch_norm_stats", _bn_stats_impl, mutates_args=("running_mean", "running_var"))
-
-
-def _bn_act_impl(x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, weight: torch.Tensor | None,
-                 bias: torch.Tensor | None, eps: float, batch_stats: bool, act: int, alpha: float) -> torch.Tensor:
-    y = torch.empty_like(x)
-    if x.numel() == 0:
-        return y
-    view = ChannelView(x, 1)
-    plan = TilePlan(view, TUNING["tile_elementwise"], TUNING["max_block_c"])
-    wrap_triton(_bn_apply_kernel)[(plan.o_blocks, plan.c_blocks, plan.i_blocks)](
-           x, mean, rstd, mean if weight is None else weight, mean if bias is None else bias, y,
-           view.O, view.C, view.I, eps, alpha, plan.o_blocks,
-           STATS_ARE_VAR=not batch_stats, HAS_W=weight is not None, HAS_B=bias is not None, ACT=act,
-           ROWS=view.rows, BIG=view.big, BLOCK_O=plan.BLOCK_O, BLOCK_C=plan.BLOCK_C, BLOCK_I=plan.BLOCK_I,
-           num_warps=TUNING["warps_elementwise"])
-    return y
-
-
-_bn_act_op = TritonOp("fastgan::batch_norm_act", _bn_act_impl)
-
-
-def _bn_act_backward_impl(dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor,
-                          weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float, batch_stats: bool,
-                          act: int, alpha: float, need_dx: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns (dx, sums) with sums (2, C) fp32 = (dbias, dweight); dx is empty when not needed."""
-    dy = match_layout(dy, x)
-    view = ChannelView(x, 1)
-    write_dx_here = need_dx and not batch_stats
-    dx = torch.empty_like(x) if need_dx else x.new_empty(0)
-    if x.numel() == 0:
-        return dx, torch.zeros(2, view.C, device=x.device, dtype=torch.float32)
-    plan, groups, rows_per_group = _reduce_plan(x, view)
-    part = torch.empty((groups, 2, view.C), device=x.device, dtype=torch.float32)
-    w_arg = mean if weight is None else weight
-    b_arg = mean if bias is None else bias
-    wrap_triton(_bn_bwd_reduce_kernel)[(groups, plan.c_blocks)](
-           dy, x, mean, rstd, w_arg, b_arg, part, dx if write_dx_here else part,
-           view.O, view.C, view.I, rows_per_group, eps, alpha,
-           STATS_ARE_VAR=not batch_stats, HAS_W=weight is not None, HAS_B=bias is not None, ACT=act,
-           WRITE_DX=write_dx_here, ROWS=view.rows, BIG=view.big,
-           BLOCK_O=plan.BLOCK_O, BLOCK_C=plan.BLOCK_C, BLOCK_I=plan.BLOCK_I, num_warps=TUNING["warps_reduce"])
-    sums = sum_partials(part.view(groups, 2 * view.C),
-                        torch.empty(2, view.C, device=x.device, dtype=torch.float32))
-    if need_dx and batch_stats:
-        ew = TilePlan(view, TUNING["tile_elementwise"], TUNING["max_block_c"])
-        wrap_triton(_bn_bwd_dx_kernel)[(ew.o_blocks, ew.c_blocks, ew.i_blocks)](
-               dy, x, mean, rstd, w_arg, b_arg, sums, dx,
-               view.O, view.C, view.I, 1.0 / (view.O * view.I), alpha, ew.o_blocks,
-               HAS_W=weight is not None, HAS_B=bias is not None, ACT=act, ROWS=view.rows, BIG=view.big,
-               BLOCK_O=ew.BLOCK_O, BLOCK_C=ew.BLOCK_C, BLOCK_I=ew.BLOCK_I, num_warps=TUNING["warps_elementwise"])
-    return dx, sums
-
-
-_bn_act_backward_op = TritonOp("fastgan::batch_norm_act_backward", _bn_act_backward_impl)
-
-
-def _bn_act_setup_context(ctx, inputs, output):
-    x, mean, rstd, weight, bias, eps, batch_stats, act, alpha = inputs
-    ctx.save_for_backward(x, mean, rstd, weight, bias)
-    ctx.args = (eps, batch_stats, act, alpha)
-
-
-def _bn_act_backward(ctx, dy):
-    refuse_double_backward("batch_norm_act")
-    x, mean, rstd, weight, bias = ctx.saved_tensors
-    need_dx = ctx.needs_input_grad[0]
-    dx, sums = _bn_act_backward_op(dy, x, mean, rstd, weight, bias, *ctx.args, need_dx)
-    dweight = sums[1].to(weight.dtype) if (weight is not None and ctx.needs_input_grad[3]) else None
-    dbias = sums[0].to(bias.dtype) if (bias is not None and ctx.needs_input_grad[4]) else None
-    return (dx if need_dx else None), None, None, dweight, dbias, None, None, None, None
-
-
-_bn_act_op.register_autograd(_bn_act_backward, _bn_act_setup_context)
-
-
-def batch_norm_act_triton(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
-                          running_mean: torch.Tensor | None, running_var: torch.Tensor | None, training: bool,
-                          momentum: float, eps: float, act: str, alpha: float) -> torch.Tensor:
-    """The Triton path of :func:`batch_norm_act` (same arguments, no ``impl``; arguments already checked).
-
-    The statistics op runs on ``x.detach()``; the normalise op's backward includes the
-    gradient through the batch statistics, so the autograd result is the full BN gradient.
-    """
-    x = dense_for_channels(x, 1)
-    # The kernels index per-channel vectors densely: strided or expanded views cost a C-value copy.
-    # The running stats are written in place, with their own strides (see _bn_stats_combine_kernel).
-    weight = None if weight is None else weight.contiguous()
-    bias = None if bias is None else bias.contiguous()
-    batch_stats = training or running_mean is None
-    if batch_stats:
-        update = training and running_mean is not None
-        mean, rstd = _bn_stats_op(x.detach(), running_mean if update else None, running_var if update else None,
-                                  float(momentum), float(eps))
-    else:
-        mean, rstd = running_mean.contiguous(), running_var.contiguous()  # the kernels turn the variance into rstd
-    return _bn_act_op(x, mean, rstd, weight, bias, float(eps), batch_stats, ACT_CODES[act], float(alpha))
-
-
-# ----------------------------------------------------------------------------- public op
+# ----------------------------------------------------------------------------- public op -> custom ops -> kernels
 def batch_norm_act(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
                    running_mean: torch.Tensor | None, running_var: torch.Tensor | None, training: bool,
                    momentum: float = 0.1, eps: float = 1e-5, act: str = "relu", alpha: float = 0.2,
                    impl: str = "auto") -> torch.Tensor:
     """Fused batch norm + activation; float32 statistics for float32/bfloat16/float16 input.
+
+    On the Triton path the statistics op runs on ``x.detach()``; the normalise op's
+    backward includes the gradient through the batch statistics, so autograd gives the
+    full batch-norm gradient.
 
     Args:
         x: input (N, C, ...); NCHW-contiguous or channels_last (kept in the output).
@@ -471,7 +350,115 @@ def batch_norm_act(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Ten
     if resolve_impl(impl, x, "batch_norm_act") == "ref" or x.dtype == torch.float64:
         return batch_norm_act_ref(x, weight, bias, running_mean, running_var, training, momentum, eps, act, alpha)
     _check_args(x, weight, bias, running_mean, running_var, training)
-    return batch_norm_act_triton(x, weight, bias, running_mean, running_var, training, momentum, eps, act, alpha)
+    x = dense_for_channels(x, 1)
+    # The kernels index per-channel vectors densely: strided or expanded views cost a C-value copy.
+    # The running stats are written in place, with their own strides (see _bn_stats_combine_kernel).
+    weight = None if weight is None else weight.contiguous()
+    bias = None if bias is None else bias.contiguous()
+    batch_stats = training or running_mean is None
+    if batch_stats:
+        update = training and running_mean is not None
+        mean, rstd = _bn_stats(x.detach(), running_mean if update else None, running_var if update else None,
+                               float(momentum), float(eps))
+    else:  # the kernels turn the running variance into rstd
+        mean, rstd = running_mean.contiguous(), running_var.contiguous()
+    return _bn_act_fwd(x, mean, rstd, weight, bias, float(eps), batch_stats, act, float(alpha))
+
+
+def _reduce_plan(x: torch.Tensor, view: ChannelView):
+    plan = TilePlan(view, TUNING["tile_reduce"], TUNING["max_block_c"])
+    groups, rows_per_group = plan.split_rows(reduction_programs(x.device))
+    return plan, groups, rows_per_group
+
+
+@triton_op("fastgan::batch_norm_stats", mutates_args=("running_mean", "running_var"))
+def _bn_stats(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
+              momentum: float, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    view = ChannelView(x, 1)
+    mean = torch.empty(view.C, device=x.device, dtype=torch.float32)
+    rstd = torch.empty_like(mean)
+    plan, groups, rows_per_group = _reduce_plan(x, view)
+    part = torch.empty((groups, 2, view.C), device=x.device, dtype=torch.float32)
+    wrap_triton(_bn_stats_kernel)[grid_1d(groups * plan.c_blocks)](
+        x, part, view.O, view.C, view.I, plan.c_blocks, rows_per_group,
+        ROWS=view.rows, BIG=view.big, BLOCK_O=plan.BLOCK_O, BLOCK_C=plan.BLOCK_C, BLOCK_I=plan.BLOCK_I,
+        num_warps=TUNING["warps_reduce"])
+    block_c, block_g = combine_blocks(groups, view.C)
+    has_running = running_mean is not None
+    wrap_triton(_bn_stats_combine_kernel)[grid_1d(cdiv(view.C, block_c))](
+        part, x, mean, rstd, running_mean if has_running else mean, running_var if has_running else rstd,
+        groups, view.C, view.I, float(view.O * view.I), eps, momentum,
+        running_mean.stride(0) if has_running else 1, running_var.stride(0) if has_running else 1,
+        HAS_RUNNING=has_running, BLOCK_G=block_g, BLOCK_C=block_c)
+    return mean, rstd
+
+
+@triton_op("fastgan::batch_norm_act")
+def _bn_act_fwd(x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, weight: torch.Tensor | None,
+                bias: torch.Tensor | None, eps: float, batch_stats: bool, act: str, alpha: float) -> torch.Tensor:
+    y = torch.empty_like(x)
+    if x.numel() == 0:
+        return y
+    view = ChannelView(x, 1)
+    plan = TilePlan(view, TUNING["tile_elementwise"], TUNING["max_block_c"])
+    wrap_triton(_bn_apply_kernel)[grid_1d(plan.tiles)](
+        x, mean, rstd, mean if weight is None else weight, mean if bias is None else bias, y,
+        view.O, view.C, view.I, eps, alpha, plan.o_blocks, plan.c_blocks, plan.i_blocks,
+        STATS_ARE_VAR=not batch_stats, HAS_W=weight is not None, HAS_B=bias is not None, ACT=act,
+        ROWS=view.rows, BIG=view.big, BLOCK_O=plan.BLOCK_O, BLOCK_C=plan.BLOCK_C, BLOCK_I=plan.BLOCK_I,
+        num_warps=TUNING["warps_elementwise"])
+    return y
+
+
+@triton_op("fastgan::batch_norm_act_backward")
+def _bn_act_bwd(dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor,
+                weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float, batch_stats: bool,
+                act: str, alpha: float, need_dx: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns (dx, sums) with sums (2, C) fp32 = (dbias, dweight); dx is empty when not needed."""
+    dy = match_layout(dy, x)
+    view = ChannelView(x, 1)
+    write_dx_here = need_dx and not batch_stats
+    dx = torch.empty_like(x) if need_dx else x.new_empty(0)
+    if x.numel() == 0:
+        return dx, torch.zeros(2, view.C, device=x.device, dtype=torch.float32)
+    plan, groups, rows_per_group = _reduce_plan(x, view)
+    part = torch.empty((groups, 2, view.C), device=x.device, dtype=torch.float32)
+    w_arg = mean if weight is None else weight
+    b_arg = mean if bias is None else bias
+    wrap_triton(_bn_bwd_reduce_kernel)[grid_1d(groups * plan.c_blocks)](
+        dy, x, mean, rstd, w_arg, b_arg, part, dx if write_dx_here else part,
+        view.O, view.C, view.I, plan.c_blocks, rows_per_group, eps, alpha,
+        STATS_ARE_VAR=not batch_stats, HAS_W=weight is not None, HAS_B=bias is not None, ACT=act,
+        WRITE_DX=write_dx_here, ROWS=view.rows, BIG=view.big,
+        BLOCK_O=plan.BLOCK_O, BLOCK_C=plan.BLOCK_C, BLOCK_I=plan.BLOCK_I, num_warps=TUNING["warps_reduce"])
+    sums = sum_partials(part.view(groups, 2 * view.C), torch.empty(2, view.C, device=x.device, dtype=torch.float32))
+    if need_dx and batch_stats:
+        ew = TilePlan(view, TUNING["tile_elementwise"], TUNING["max_block_c"])
+        wrap_triton(_bn_bwd_dx_kernel)[grid_1d(ew.tiles)](
+            dy, x, mean, rstd, w_arg, b_arg, sums, dx,
+            view.O, view.C, view.I, 1.0 / (view.O * view.I), alpha, ew.o_blocks, ew.c_blocks, ew.i_blocks,
+            HAS_W=weight is not None, HAS_B=bias is not None, ACT=act, ROWS=view.rows, BIG=view.big,
+            BLOCK_O=ew.BLOCK_O, BLOCK_C=ew.BLOCK_C, BLOCK_I=ew.BLOCK_I, num_warps=TUNING["warps_elementwise"])
+    return dx, sums
+
+
+def _bn_act_setup_context(ctx, inputs, output):
+    x, mean, rstd, weight, bias, eps, batch_stats, act, alpha = inputs
+    ctx.save_for_backward(x, mean, rstd, weight, bias)
+    ctx.args = (eps, batch_stats, act, alpha)
+
+
+def _bn_act_grads(ctx, dy):
+    refuse_double_backward("batch_norm_act")
+    x, mean, rstd, weight, bias = ctx.saved_tensors
+    need_dx = ctx.needs_input_grad[0]
+    dx, sums = _bn_act_bwd(dy, x, mean, rstd, weight, bias, *ctx.args, need_dx)
+    dweight = sums[1].to(weight.dtype) if (weight is not None and ctx.needs_input_grad[3]) else None
+    dbias = sums[0].to(bias.dtype) if (bias is not None and ctx.needs_input_grad[4]) else None
+    return (dx if need_dx else None), None, None, dweight, dbias, None, None, None, None
+
+
+_bn_act_fwd.register_autograd(_bn_act_grads, _bn_act_setup_context)
 
 
 # ----------------------------------------------------------------------------- module

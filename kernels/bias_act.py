@@ -7,10 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import (ACT_CODES, TUNING, act_derivative, act_forward, act_ref, channel_sum, ChannelView,
-                      check_act, dense_for_channels, jit, match_layout, per_channel,
-                      reduction_programs, refuse_double_backward, resolve_impl, sum_partials, tile_offsets,
-                      TilePlan, tl, TritonOp, wrap_triton)
+from .activations import act_derivative, act_forward, act_ref, check_act
+from .dispatch import jit, resolve_impl, tl, wrap_triton
+from .ops import refuse_double_backward, triton_op
+from .tiles import (TUNING, ChannelView, TilePlan, channel_sum, dense_for_channels, grid_1d, match_layout,
+                    per_channel, reduction_programs, sum_partials, tile_coords, tile_offsets)
 
 
 # ----------------------------------------------------------------------------- reference
@@ -58,14 +59,15 @@ def _bias_act_fwd_kernel(
     x_ptr,  # input, dense (O, C, I) view, any float dtype
     b_ptr,  # bias (C,), any float dtype; unused when HAS_BIAS is False
     y_ptr,  # output, same layout and dtype as x
-    O, C, I, alpha, gain, clamp,
+    O, C, I, c_blocks, i_blocks, alpha, gain, clamp,
     HAS_BIAS: tl.constexpr, ACT: tl.constexpr, HAS_CLAMP: tl.constexpr,
     ROWS: tl.constexpr, BIG: tl.constexpr,
     BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
 ):
     """One tile per program: y = clamp(act(x + b) * gain)."""
-    offs, mask, c = tile_offsets(tl.program_id(0) * BLOCK_O, tl.program_id(1) * BLOCK_C,
-                                 tl.program_id(2) * BLOCK_I, O, C, I, BLOCK_O, BLOCK_C, BLOCK_I, ROWS, BIG)
+    ob, cb, ib = tile_coords(tl.program_id(0), c_blocks, i_blocks)
+    offs, mask, c = tile_offsets(ob * BLOCK_O, cb * BLOCK_C, ib * BLOCK_I, O, C, I,
+                                 BLOCK_O, BLOCK_C, BLOCK_I, ROWS, BIG)
     u = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     if HAS_BIAS:
         b = tl.load(b_ptr + c, mask=c < C, other=0.0).to(tl.float32)
@@ -83,7 +85,7 @@ def _bias_act_bwd_kernel(
     b_ptr,     # bias (C,); unused when HAS_BIAS is False
     dx_ptr,    # output gradient of x, same layout and dtype as x; unused when NEED_DX is False
     part_ptr,  # fp32 (G, C): per-group partial sums of dz (for the bias gradient); unused when NEED_DB is False
-    O, C, I, rows_per_group, alpha, gain, clamp,
+    O, C, I, c_blocks, rows_per_group, alpha, gain, clamp,
     HAS_BIAS: tl.constexpr, ACT: tl.constexpr, HAS_CLAMP: tl.constexpr,
     NEED_DX: tl.constexpr, NEED_DB: tl.constexpr,
     ROWS: tl.constexpr, BIG: tl.constexpr,
@@ -91,8 +93,8 @@ def _bias_act_bwd_kernel(
 ):
     """Program (g, cb) walks rows [g * rows_per_group, +rows_per_group) of channel block cb:
     dz = dy * d/du[clamp(act(u) * gain)], u = x + b; writes dx = dz and sums dz per channel."""
-    g = tl.program_id(0)
-    c0 = tl.program_id(1) * BLOCK_C
+    g = tl.program_id(0) // c_blocks
+    c0 = (tl.program_id(0) % c_blocks) * BLOCK_C
     c = c0 + tl.arange(0, BLOCK_C)
     if HAS_BIAS:
         b = per_channel(tl.load(b_ptr + c, mask=c < C, other=0.0).to(tl.float32), ROWS)
@@ -105,7 +107,7 @@ def _bias_act_bwd_kernel(
         for i0 in range(0, I, BLOCK_I):
             offs, mask, c = tile_offsets(o0, c0, i0, O, C, I, BLOCK_O, BLOCK_C, BLOCK_I, ROWS, BIG)
             dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-            if ACT == 0 and not HAS_CLAMP:
+            if ACT == "linear" and not HAS_CLAMP:
                 dz = dy * gain
             else:
                 u = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
@@ -123,82 +125,7 @@ def _bias_act_bwd_kernel(
         tl.store(part_ptr + g * C + c, channel_sum(acc, ROWS), mask=c < C)
 
 
-# ----------------------------------------------------------------------------- launchers + custom ops
-def _bias_act_impl(x: torch.Tensor, b: torch.Tensor | None, act: int, alpha: float, gain: float,
-                   clamp: float | None, dim: int) -> torch.Tensor:
-    y = torch.empty_like(x)
-    if x.numel() == 0:
-        return y
-    view = ChannelView(x, dim)
-    plan = TilePlan(view, TUNING["tile_elementwise"], TUNING["max_block_c"])
-    wrap_triton(_bias_act_fwd_kernel)[(plan.o_blocks, plan.c_blocks, plan.i_blocks)](
-           x, x if b is None else b, y, view.O, view.C, view.I, alpha, gain, 0.0 if clamp is None else clamp,
-           HAS_BIAS=b is not None, ACT=act, HAS_CLAMP=clamp is not None, ROWS=view.rows, BIG=view.big,
-           BLOCK_O=plan.BLOCK_O, BLOCK_C=plan.BLOCK_C, BLOCK_I=plan.BLOCK_I, num_warps=TUNING["warps_elementwise"])
-    return y
-
-
-_bias_act_op = TritonOp("fastgan::bias_act", _bias_act_impl)
-
-
-def _bias_act_backward_impl(dy: torch.Tensor, x: torch.Tensor, b: torch.Tensor | None, act: int, alpha: float,
-                            gain: float, clamp: float | None, dim: int, need_dx: bool,
-                            need_db: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    dy = match_layout(dy, x)
-    dx = torch.empty_like(x) if need_dx else x.new_empty(0)
-    db = torch.empty_like(b) if (need_db and b is not None) else x.new_empty(0)
-    if x.numel() == 0 or not (need_dx or db.numel()):
-        return dx, db
-    view = ChannelView(x, dim)
-    plan = TilePlan(view, TUNING["tile_reduce"], TUNING["max_block_c"])
-    groups, rows_per_group = plan.split_rows(reduction_programs(x.device))
-    if not db.numel():  # no reduction: one tile per program
-        groups, rows_per_group = plan.o_blocks, plan.BLOCK_O
-    part = torch.empty((groups, view.C) if db.numel() else (0,), device=x.device, dtype=torch.float32)
-    wrap_triton(_bias_act_bwd_kernel)[(groups, plan.c_blocks)](
-           dy, x, x if b is None else b, dx if need_dx else dy, part if db.numel() else dy,
-           view.O, view.C, view.I, rows_per_group, alpha, gain, 0.0 if clamp is None else clamp,
-           HAS_BIAS=b is not None, ACT=act, HAS_CLAMP=clamp is not None, NEED_DX=need_dx,
-           NEED_DB=bool(db.numel()), ROWS=view.rows, BIG=view.big,
-           BLOCK_O=plan.BLOCK_O, BLOCK_C=plan.BLOCK_C, BLOCK_I=plan.BLOCK_I, num_warps=TUNING["warps_reduce"])
-    if db.numel():
-        sum_partials(part, db)
-    return dx, db
-
-
-_bias_act_backward_op = TritonOp("fastgan::bias_act_backward", _bias_act_backward_impl)
-
-
-def _bias_act_setup_context(ctx, inputs, output):
-    x, b, act, alpha, gain, clamp, dim = inputs
-    ctx.save_for_backward(x, b)
-    ctx.args = (act, alpha, gain, clamp, dim)
-
-
-def _bias_act_backward(ctx, dy):
-    refuse_double_backward("bias_act")
-    x, b = ctx.saved_tensors
-    need_dx, need_db = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    dx, db = _bias_act_backward_op(dy, x, b, *ctx.args, need_dx, need_db)
-    return (dx if need_dx else None), (db if need_db else None), None, None, None, None, None
-
-
-_bias_act_op.register_autograd(_bias_act_backward, _bias_act_setup_context)
-
-
-def bias_act_triton(x: torch.Tensor, b: torch.Tensor | None, act: str, alpha: float, gain: float | None,
-                    clamp: float | None, dim: int) -> torch.Tensor:
-    """The Triton path of :func:`bias_act` (same arguments, no ``impl``)."""
-    dim = dim % x.ndim
-    if b is not None:
-        _check_bias(x, b, dim)
-        b = b.contiguous()  # the kernels index the bias densely; a strided or expanded view costs a C-value copy
-    x = dense_for_channels(x, dim)
-    return _bias_act_op(x, b, ACT_CODES[act], float(alpha), 1.0 if gain is None else float(gain),
-                        None if clamp is None else float(clamp), dim)
-
-
-# ----------------------------------------------------------------------------- public op
+# ----------------------------------------------------------------------------- public op -> custom ops -> kernels
 def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, act: str = "linear", alpha: float = 0.2,
              gain: float | None = None, clamp: float | None = None, dim: int = 1,
              impl: str = "auto") -> torch.Tensor:
@@ -218,7 +145,71 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, act: str = "linear"
     check_act(act)
     if resolve_impl(impl, x, "bias_act") == "ref" or x.dtype == torch.float64:
         return bias_act_ref(x, b, act, alpha, gain, clamp, dim)
-    return bias_act_triton(x, b, act, alpha, gain, clamp, dim)
+    dim = dim % x.ndim
+    if b is not None:
+        _check_bias(x, b, dim)
+        b = b.contiguous()  # the kernels index the bias densely; a strided or expanded view costs a C-value copy
+    return _bias_act_fwd(dense_for_channels(x, dim), b, act, float(alpha), 1.0 if gain is None else float(gain),
+                         None if clamp is None else float(clamp), dim)
+
+
+@triton_op("fastgan::bias_act")
+def _bias_act_fwd(x: torch.Tensor, b: torch.Tensor | None, act: str, alpha: float, gain: float,
+                  clamp: float | None, dim: int) -> torch.Tensor:
+    y = torch.empty_like(x)
+    if x.numel() == 0:
+        return y
+    view = ChannelView(x, dim)
+    plan = TilePlan(view, TUNING["tile_elementwise"], TUNING["max_block_c"])
+    wrap_triton(_bias_act_fwd_kernel)[grid_1d(plan.tiles)](
+        x, x if b is None else b, y, view.O, view.C, view.I, plan.c_blocks, plan.i_blocks, alpha, gain,
+        0.0 if clamp is None else clamp,
+        HAS_BIAS=b is not None, ACT=act, HAS_CLAMP=clamp is not None, ROWS=view.rows, BIG=view.big,
+        BLOCK_O=plan.BLOCK_O, BLOCK_C=plan.BLOCK_C, BLOCK_I=plan.BLOCK_I, num_warps=TUNING["warps_elementwise"])
+    return y
+
+
+@triton_op("fastgan::bias_act_backward")
+def _bias_act_bwd(dy: torch.Tensor, x: torch.Tensor, b: torch.Tensor | None, act: str, alpha: float,
+                  gain: float, clamp: float | None, dim: int, need_dx: bool,
+                  need_db: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    dy = match_layout(dy, x)
+    dx = torch.empty_like(x) if need_dx else x.new_empty(0)
+    db = torch.empty_like(b) if (need_db and b is not None) else x.new_empty(0)
+    if x.numel() == 0 or not (need_dx or db.numel()):
+        return dx, db
+    view = ChannelView(x, dim)
+    plan = TilePlan(view, TUNING["tile_reduce"], TUNING["max_block_c"])
+    groups, rows_per_group = plan.split_rows(reduction_programs(x.device))
+    if not db.numel():  # no reduction: one tile per program
+        groups, rows_per_group = plan.o_blocks, plan.BLOCK_O
+    part = torch.empty((groups, view.C) if db.numel() else (0,), device=x.device, dtype=torch.float32)
+    wrap_triton(_bias_act_bwd_kernel)[grid_1d(groups * plan.c_blocks)](
+        dy, x, x if b is None else b, dx if need_dx else dy, part if db.numel() else dy,
+        view.O, view.C, view.I, plan.c_blocks, rows_per_group, alpha, gain, 0.0 if clamp is None else clamp,
+        HAS_BIAS=b is not None, ACT=act, HAS_CLAMP=clamp is not None, NEED_DX=need_dx,
+        NEED_DB=bool(db.numel()), ROWS=view.rows, BIG=view.big,
+        BLOCK_O=plan.BLOCK_O, BLOCK_C=plan.BLOCK_C, BLOCK_I=plan.BLOCK_I, num_warps=TUNING["warps_reduce"])
+    if db.numel():
+        sum_partials(part, db)
+    return dx, db
+
+
+def _bias_act_setup_context(ctx, inputs, output):
+    x, b, act, alpha, gain, clamp, dim = inputs
+    ctx.save_for_backward(x, b)
+    ctx.args = (act, alpha, gain, clamp, dim)
+
+
+def _bias_act_grads(ctx, dy):
+    refuse_double_backward("bias_act")
+    x, b = ctx.saved_tensors
+    need_dx, need_db = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    dx, db = _bias_act_bwd(dy, x, b, *ctx.args, need_dx, need_db)
+    return (dx if need_dx else None), (db if need_db else None), None, None, None, None, None
+
+
+_bias_act_fwd.register_autograd(_bias_act_grads, _bias_act_setup_context)
 
 
 # ----------------------------------------------------------------------------- module

@@ -10,9 +10,12 @@ wgan   -x              x
 import torch
 import torch.nn.functional as F
 
-from ._common import TritonOp, cdiv, jit, next_pow2, refuse_double_backward, resolve_impl, sigmoid, tl, wrap_triton
+from fastgan.config import LOSSES as LOSS_KINDS  # the one list of loss names (config is light: no torch)
 
-LOSS_KINDS = ("ns", "lsgan", "hinge", "wgan")
+from .activations import sigmoid
+from .dispatch import jit, resolve_impl, tl, wrap_triton
+from .ops import refuse_double_backward, triton_op
+from .tiles import TUNING, cdiv, grid_1d, needs_int64, next_pow2
 
 
 def _check_kind(kind: str) -> str:
@@ -46,23 +49,24 @@ def gan_loss_ref(logits: torch.Tensor, real: bool, kind: str) -> torch.Tensor:
 # ----------------------------------------------------------------------------- Triton kernels
 @jit
 def _loss_and_grad(x, REAL: tl.constexpr, KIND: tl.constexpr):
-    """Per-element loss and d loss / dx for fp32 logits x (KIND indexes LOSS_KINDS)."""
-    if KIND == 0:  # ns: softplus(-x) / softplus(x), softplus(t) = max(t, 0) + log(1 + exp(-|t|))
+    """Per-element loss and d loss / dx for fp32 logits x (KIND: a name in LOSS_KINDS)."""
+    if KIND == "ns":  # softplus(-x) / softplus(x), softplus(t) = max(t, 0) + log(1 + exp(-|t|))
         t = -x if REAL else x
         loss = tl.maximum(t, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(t)))
         grad = -sigmoid(t) if REAL else sigmoid(t)
-    elif KIND == 1:  # lsgan
+    elif KIND == "lsgan":
         r = x - 1.0 if REAL else x
         loss = r * r
         grad = 2.0 * r
-    elif KIND == 2:  # hinge (relu'(0) = 0, as torch)
+    elif KIND == "hinge":  # relu'(0) = 0, as torch
         m = 1.0 - x if REAL else 1.0 + x
         loss = tl.maximum(m, 0.0)
         if REAL:
             grad = tl.where(m > 0, -1.0, 0.0)
         else:
             grad = tl.where(m > 0, 1.0, 0.0)
-    else:  # wgan
+    else:
+        tl.static_assert(KIND == "wgan", "gan_loss: a loss kind without a kernel branch")
         loss = -x if REAL else x
         grad = tl.full(x.shape, -1.0 if REAL else 1.0, tl.float32)
     return loss, grad
@@ -75,10 +79,12 @@ def _gan_loss_kernel(
     part_ptr,  # out: fp32 (G,) partial loss sums, or the final mean loss (1,) when G == 1
     n, per_program, inv_n,
     REAL: tl.constexpr, KIND: tl.constexpr, WRITE_GRAD: tl.constexpr, FINAL: tl.constexpr,
-    BLOCK: tl.constexpr,
+    BIG: tl.constexpr, BLOCK: tl.constexpr,
 ):
     """Program g reads logits [g * per_program, +per_program) once: writes their gradient and a loss sum."""
     g = tl.program_id(0)
+    if BIG:
+        g = g.to(tl.int64)
     acc = tl.zeros([BLOCK], tl.float32)
     start = g * per_program
     for s in range(start, start + per_program, BLOCK):
@@ -110,56 +116,7 @@ def _gan_loss_combine_kernel(
     tl.store(out_ptr, tl.sum(acc, axis=0) * inv_n)
 
 
-# ----------------------------------------------------------------------------- launcher + custom op
-# NOTE: logits are small in GANs (batch size, or batch x patches); one program handles up to
-# 32K of them, so a typical loss is a single launch. Larger inputs get one program per 32K
-# logits and a one-program combine. Not yet tuned on a GPU.
-_PER_PROGRAM = 32768
-_BLOCK = 1024
-
-
-def _gan_loss_impl(logits: torch.Tensor, real: bool, kind: int,
-                   need_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns (mean loss as a 0-dim fp32 tensor, gradient of it w.r.t. logits or an empty tensor)."""
-    x = logits.contiguous().view(-1)
-    n = x.numel()
-    grad = torch.empty_like(x) if need_grad else x.new_empty(0)
-    groups = max(1, cdiv(n, _PER_PROGRAM))
-    per_program = cdiv(max(n, 1), groups * _BLOCK) * _BLOCK
-    out = torch.empty(1, device=x.device, dtype=torch.float32)
-    part = out if groups == 1 else torch.empty(groups, device=x.device, dtype=torch.float32)
-    inv_n = 1.0 / n if n else float("nan")  # mean of nothing is nan, as in torch
-    wrap_triton(_gan_loss_kernel)[(groups,)](x, grad if need_grad else x, part, n, per_program, inv_n,
-           REAL=real, KIND=kind, WRITE_GRAD=need_grad, FINAL=groups == 1, BLOCK=_BLOCK)
-    if groups > 1:
-        wrap_triton(_gan_loss_combine_kernel)[(1,)](part, out, groups, inv_n, BLOCK=min(1024, next_pow2(groups)))
-    return out.reshape(()), grad.reshape(logits.shape) if need_grad else grad
-
-
-_gan_loss_op = TritonOp("fastgan::gan_loss", _gan_loss_impl)
-
-
-def _gan_loss_setup_context(ctx, inputs, output):
-    ctx.save_for_backward(output[1])
-
-
-def _gan_loss_backward(ctx, dloss, dgrad):
-    refuse_double_backward("gan_loss")
-    (grad,) = ctx.saved_tensors
-    return grad * dloss, None, None, None
-
-
-_gan_loss_op.register_autograd(_gan_loss_backward, _gan_loss_setup_context)
-
-
-def gan_loss_triton(logits: torch.Tensor, real: bool, kind: str) -> torch.Tensor:
-    """The Triton path of :func:`gan_loss` (same arguments, no ``impl``)."""
-    need_grad = logits.requires_grad and torch.is_grad_enabled()
-    loss, _ = _gan_loss_op(logits, real, LOSS_KINDS.index(kind), need_grad)
-    return loss
-
-
-# ----------------------------------------------------------------------------- public op
+# ----------------------------------------------------------------------------- public op -> custom op -> kernels
 def gan_loss(logits: torch.Tensor, real: bool, kind: str, impl: str = "auto") -> torch.Tensor:
     """Mean GAN loss of ``logits`` against the real or fake target; a 0-dim float32 tensor.
 
@@ -175,4 +132,40 @@ def gan_loss(logits: torch.Tensor, real: bool, kind: str, impl: str = "auto") ->
     _check_kind(kind)
     if resolve_impl(impl, logits, "gan_loss") == "ref" or logits.dtype == torch.float64:
         return gan_loss_ref(logits, real, kind)
-    return gan_loss_triton(logits, bool(real), kind)
+    loss, _ = _gan_loss_fwd(logits, bool(real), kind, logits.requires_grad and torch.is_grad_enabled())
+    return loss
+
+
+@triton_op("fastgan::gan_loss")
+def _gan_loss_fwd(logits: torch.Tensor, real: bool, kind: str,
+                  need_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns (mean loss as a 0-dim fp32 tensor, gradient of it w.r.t. logits or an empty tensor)."""
+    x = logits.contiguous().view(-1)
+    n = x.numel()
+    grad = torch.empty_like(x) if need_grad else x.new_empty(0)
+    block = TUNING["loss_block"]
+    groups = max(1, cdiv(n, TUNING["loss_per_program"]))
+    per_program = cdiv(max(n, 1), groups * block) * block
+    out = torch.empty(1, device=x.device, dtype=torch.float32)
+    part = out if groups == 1 else torch.empty(groups, device=x.device, dtype=torch.float32)
+    inv_n = 1.0 / n if n else float("nan")  # mean of nothing is nan, as in torch
+    wrap_triton(_gan_loss_kernel)[grid_1d(groups)](
+        x, grad if need_grad else x, part, n, per_program, inv_n,
+        REAL=real, KIND=kind, WRITE_GRAD=need_grad, FINAL=groups == 1, BIG=needs_int64(groups * per_program),
+        BLOCK=block)
+    if groups > 1:
+        wrap_triton(_gan_loss_combine_kernel)[(1,)](part, out, groups, inv_n, BLOCK=min(1024, next_pow2(groups)))
+    return out.reshape(()), grad.reshape(logits.shape) if need_grad else grad
+
+
+def _gan_loss_setup_context(ctx, inputs, output):
+    ctx.save_for_backward(output[1])
+
+
+def _gan_loss_grads(ctx, dloss, dgrad):
+    refuse_double_backward("gan_loss")
+    (grad,) = ctx.saved_tensors
+    return grad * dloss, None, None, None
+
+
+_gan_loss_fwd.register_autograd(_gan_loss_grads, _gan_loss_setup_context)

@@ -7,9 +7,9 @@ triton when there is no GPU, so on CPU the kernels run in the interpreter.
 import pytest
 import torch
 
-from fastgan.kernels import _common
+from fastgan import kernels as K
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 needs_triton = pytest.mark.skipif(
-    not (_common.HAS_TRITON and (DEVICE == "cuda" or _common.TRITON_INTERPRETED)),
+    not (K.HAS_TRITON and (DEVICE == "cuda" or K.TRITON_INTERPRETED)),
     reason="needs triton (a GPU, or TRITON_INTERPRET=1 before triton is imported)")

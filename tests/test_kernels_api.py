@@ -9,16 +9,16 @@ import torch
 from torch import nn
 
 from fastgan import kernels as K
-from fastgan.kernels import _common
+from fastgan.kernels import dispatch, ops
 from kernel_helpers import DEVICE, needs_triton
 
 
 def test_use_impl_and_set_default_impl():
     x = torch.randn(2, 3)
-    assert _common.resolve_impl("auto", x, "op") == "ref"  # CPU tensor: reference
+    assert dispatch.resolve_impl("auto", x, "op") == "ref"  # CPU tensor: reference
     assert K.get_default_impl() == "auto"
     with K.use_impl("ref"):
-        assert _common.resolve_impl("triton", x, "op") == "ref"  # the override wins
+        assert dispatch.resolve_impl("triton", x, "op") == "ref"  # the override wins
         with pytest.raises(ZeroDivisionError):
             with K.use_impl("triton"):
                 1 / 0
@@ -26,7 +26,7 @@ def test_use_impl_and_set_default_impl():
     assert K.get_default_impl() == "auto"
     K.set_default_impl("ref")
     try:
-        assert _common.resolve_impl("triton", x, "op") == "ref"
+        assert dispatch.resolve_impl("triton", x, "op") == "ref"
     finally:
         K.set_default_impl("auto")
     with pytest.raises(ValueError, match="unknown kernel impl"):
@@ -46,7 +46,7 @@ def test_auto_on_cpu_is_exactly_the_reference():
 
 @pytest.mark.skipif(DEVICE == "cuda", reason="checks the CPU-without-interpreter error")
 def test_triton_on_cpu_without_interpreter_fails_clearly(monkeypatch):
-    monkeypatch.setattr(_common, "TRITON_INTERPRETED", False)
+    monkeypatch.setattr(dispatch, "TRITON_INTERPRETED", False)
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1"):
         K.bias_act(torch.randn(2, 3), impl="triton")
 
@@ -86,7 +86,7 @@ LAYERS = {
 @pytest.mark.parametrize("force_ops", [False, True])
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_double_backward_fails_loudly_on_triton_and_works_on_ref(name, force_ops, monkeypatch):
-    monkeypatch.setattr(_common, "FORCE_CUSTOM_OPS", force_ops)
+    monkeypatch.setattr(ops, "FORCE_CUSTOM_OPS", force_ops)
     x = torch.randn(3, 4, 3, 3, device=DEVICE)
     with pytest.raises(RuntimeError, match=r'use_impl\("ref"\)'):
         _r1_like(x, "triton", LAYERS[name])

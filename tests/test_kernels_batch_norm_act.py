@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from fastgan.kernels import BatchNormAct, batch_norm_act, batch_norm_act_ref
-from fastgan.kernels import _common
+from fastgan.kernels import ops, tiles
 from kernel_helpers import DEVICE, needs_triton
 
 SHAPES = [(2, 3, 1, 1), (3, 5, 7, 7), (2, 17, 5, 3), (3, 33, 4, 4), (7, 6), (5, 7, 11)]
@@ -113,10 +113,10 @@ def test_large_mean_small_spread_statistics():
 def test_many_groups_deterministic(monkeypatch, channels_last):
     # Small tiles: several loop iterations per program, a ragged last group, partial channel
     # blocks and a multi-row combine of the partial sums.
-    monkeypatch.setitem(_common.TUNING, "tile_reduce", 32)
-    monkeypatch.setitem(_common.TUNING, "tile_elementwise", 256)
-    monkeypatch.setitem(_common.TUNING, "max_block_c", 2)
-    monkeypatch.setitem(_common.TUNING, "interp_programs", 6)
+    monkeypatch.setitem(tiles.TUNING, "tile_reduce", 32)
+    monkeypatch.setitem(tiles.TUNING, "tile_elementwise", 256)
+    monkeypatch.setitem(tiles.TUNING, "max_block_c", 2)
+    monkeypatch.setitem(tiles.TUNING, "interp_programs", 6)
     x = make((7, 3, 4, 4), channels_last, torch.float32)
     dy = make((7, 3, 4, 4), channels_last, torch.float32, seed=7, scale=1.0, offset=0.0)
     w, b, rm, rv = params(3)
@@ -133,7 +133,7 @@ def test_custom_op_path_matches_eager_path(monkeypatch):
     dy = make((3, 4, 3, 3), True, torch.bfloat16, seed=8, scale=1.0, offset=0.0)
     w, b, rm, rv = params(4)
     eager = run("triton", x, w, b, rm, rv, dy, True, act="tanh")
-    monkeypatch.setattr(_common, "FORCE_CUSTOM_OPS", True)
+    monkeypatch.setattr(ops, "FORCE_CUSTOM_OPS", True)
     via_op = run("triton", x, w, b, rm, rv, dy, True, act="tanh")
     for k in eager:
         assert torch.equal(eager[k], via_op[k]), k

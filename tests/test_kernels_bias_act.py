@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fastgan.kernels import BiasAct, bias_act, bias_act_ref
-from fastgan.kernels import _common
+from fastgan.kernels import activations, ops, tiles
 from kernel_helpers import DEVICE, needs_triton
 
 ACTS = ["linear", "relu", "lrelu", "tanh", "sigmoid", "silu"]
@@ -81,8 +81,8 @@ def test_no_bias_and_partial_grads(act):
 @needs_triton
 def test_many_groups_and_non_dense_input(monkeypatch):
     # Small tiles + many programs: several loop iterations and a multi-row partial-sum combine.
-    monkeypatch.setitem(_common.TUNING, "tile_reduce", 16)
-    monkeypatch.setitem(_common.TUNING, "interp_programs", 7)
+    monkeypatch.setitem(tiles.TUNING, "tile_reduce", 16)
+    monkeypatch.setitem(tiles.TUNING, "interp_programs", 7)
     base = make_input((4, 9, 6, 10), False, torch.float32)
     x = base[:, :, :, ::2]  # strided view: neither contiguous nor channels_last
     b = torch.randn(9, device=DEVICE)
@@ -102,7 +102,7 @@ def test_module_and_custom_op_path(monkeypatch):
     x = make_input((3, 5, 4, 4), True, torch.float32)
     outs = []
     for impl, force_ops in (("triton", False), ("triton", True), ("ref", False)):
-        monkeypatch.setattr(_common, "FORCE_CUSTOM_OPS", force_ops)
+        monkeypatch.setattr(ops, "FORCE_CUSTOM_OPS", force_ops)
         m.impl = impl
         m.bias.grad = None
         xx = x.clone().requires_grad_(True)
@@ -181,7 +181,7 @@ def test_act_ref_in_place_matches_out_of_place_to_second_order(act):
     w = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
     grads = []
     for inplace in (False, True):
-        y = _common.act_ref(x @ w, act, 0.2, inplace=inplace)       # a fresh product, as the MLP ensembles use it
+        y = activations.act_ref(x @ w, act, 0.2, inplace=inplace)       # a fresh product, as the MLP ensembles use it
         (gx,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
         (gw,) = torch.autograd.grad(gx.square().sum(), w)
         grads.append((y.detach(), gx.detach(), gw))

@@ -12,9 +12,9 @@ import sys
 import pytest
 import torch
 
-from fastgan.kernels import _common
+from fastgan import kernels as K
 
-pytestmark = pytest.mark.skipif(not _common.HAS_TRITON, reason="needs triton")
+pytestmark = pytest.mark.skipif(not K.HAS_TRITON, reason="needs triton")
 
 OP_KERNELS = {
     "bias_act": ["_bias_act_fwd_kernel"],
@@ -59,8 +59,8 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch._higher_order_ops.triton_kernel_wrap import kernel_side_table
 from functorch.compile import aot_function, make_boxed_func
 import fastgan.kernels as K
-from fastgan.kernels import _common
-_common._cuda_sm_count = lambda index: 132  # no device to ask
+from fastgan.kernels import tiles
+tiles._cuda_sm_count = lambda index: 132  # no device to ask
 # without a driver torch cannot analyse which arguments a kernel mutates and says so; it then assumes all
 logging.getLogger("torch._higher_order_ops.triton_kernel_wrap").setLevel(logging.ERROR)
 codes = []
@@ -70,8 +70,8 @@ def compiler(gm, example_inputs):
 def step(x, w, b, rm, rv, dy):
     y = K.batch_norm_act(x, w, b, rm, rv, True, act="lrelu", impl="triton")
     y = K.bias_act(y, b, "silu", impl="triton")
-    dx, db = torch.ops.fastgan.bias_act_backward(dy, y, b, 5, 0.2, 1.0, None, 1, True, True)
-    dx2, sums = torch.ops.fastgan.batch_norm_act_backward(dx, x, rm, rv, w, b, 1e-5, True, 2, 0.2, True)
+    dx, db = torch.ops.fastgan.bias_act_backward(dy, y, b, "silu", 0.2, 1.0, None, 1, True, True)
+    dx2, sums = torch.ops.fastgan.batch_norm_act_backward(dx, x, rm, rv, w, b, 1e-5, True, "lrelu", 0.2, True)
     return K.gan_loss(y.repeat(1000, 1, 1, 1), True, "ns", impl="triton"), dx2, db, sums
 with FakeTensorMode():
     x = torch.empty(4, 8, 3, 3, device="cuda").to(memory_format=torch.channels_last)

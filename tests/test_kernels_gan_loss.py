@@ -5,7 +5,6 @@ import torch
 import torch.nn.functional as F
 
 from fastgan.kernels import LOSS_KINDS, gan_loss, gan_loss_ref
-from fastgan.kernels import _common
 from kernel_helpers import DEVICE, needs_triton
 
 

@@ -40,7 +40,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fastgan.kernels._common import act_ref
+from fastgan.kernels.activations import act_ref
 
 from .build import build_models
 from .mlp import MLPDiscriminator, MLPGenerator
