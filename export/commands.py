@@ -57,8 +57,11 @@ def export_run(run_dir: PathLike, out_path: PathLike, fp16: bool = False, *,
 
     G = load_generator(run_dir)
     config = TrainConfig.from_dict(_checkpoint_config(G) or find_run_config(run_dir))
-    return export_onnx(G, out_path, fp16=fp16, opset=opset, verify=verify, config=config,
-                       metadata={"source_run": Path(run_dir).name})
+    source = {"source_run": Path(run_dir).name}
+    step = (getattr(G, "fastgan_metadata", None) or {}).get("step")
+    if step is not None:
+        source["source_step"] = step  # the training step of the exported weights (dataset manifests show it)
+    return export_onnx(G, out_path, fp16=fp16, opset=opset, verify=verify, config=config, metadata=source)
 
 
 def _checkpoint_config(G: Any) -> Optional[dict[str, Any]]:
@@ -84,7 +87,7 @@ def _point_modes(train_config: Optional[dict[str, Any]]):
 
 
 def sample_onnx(onnx_path: PathLike, n: int, out: PathLike, seed: int = 0, *, labels: Any = None,
-                providers: Union[str, list] = "auto") -> list[Path]:
+                providers: Union[str, list] = "auto", nrow: Optional[int] = None) -> list[Path]:
     """Sample an exported generator and write the result like ``fastgan sample`` does.
 
     The latents for a given seed are those ``fastgan sample --run`` draws on
@@ -103,6 +106,7 @@ def sample_onnx(onnx_path: PathLike, n: int, out: PathLike, seed: int = 0, *, la
         labels: for a conditional generator: ``None`` (classes in turn), an
             int, or ``(n,)`` ints.
         providers: ONNX Runtime providers (``"auto"``, ``"cpu"``, ``"cuda"`` or a list).
+        nrow: images per row of a ``.png`` grid (default: a square grid).
 
     Returns:
         The paths written.
@@ -120,4 +124,4 @@ def sample_onnx(onnx_path: PathLike, n: int, out: PathLike, seed: int = 0, *, la
         lo, hi = gen.value_range  # the image writers expect [-1, 1]
         x = (x - lo) * (2.0 / (hi - lo)) - 1.0
     modes = None if gen.info.is_image else _point_modes(gen.info.train_config)
-    return write_samples(x, out, labels=lab, modes=modes)
+    return write_samples(x, out, labels=lab, modes=modes, nrow=nrow)

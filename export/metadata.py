@@ -15,6 +15,7 @@ fastgan.latent             ``normal``: latents are drawn from N(0, I)
 fastgan.out_shape          JSON list, ``[C, H, W]`` or ``[2]``
 fastgan.value_range        JSON ``[lo, hi]`` of the output, or ``null`` (points)
 fastgan.num_classes        number of classes (0 = unconditional)
+fastgan.class_names        JSON list of the class names (index = label), ``[]`` when unconditional
 fastgan.precision          ``fp32`` or ``fp16`` (weights and arithmetic)
 fastgan.io                 JSON ``{"inputs": [...], "output": ...}`` tensor names
 fastgan.config_hash        ``TrainConfig.config_hash()`` of the run, or ``""``
@@ -48,6 +49,7 @@ class GeneratorInfo:
         out_shape: shape of one sample, ``(C, H, W)`` or ``(2,)``.
         value_range: ``(lo, hi)`` of the outputs, or ``None`` for points.
         num_classes: 0 for an unconditional generator.
+        class_names: name of each class (index = label), empty when unconditional.
         precision: ``"fp32"`` or ``"fp16"``.
         input_names: graph input names (``["z"]`` or ``["z", "labels"]``).
         output_name: graph output name.
@@ -70,6 +72,7 @@ class GeneratorInfo:
     config_hash: str = ""
     train_config: Optional[dict] = None
     extra: dict = field(default_factory=dict)
+    class_names: list = field(default_factory=list)
 
     @property
     def is_image(self) -> bool:
@@ -82,7 +85,7 @@ class GeneratorInfo:
             "generator_class": self.generator_class, "arch_config": dict(self.arch_config),
             "z_dim": self.z_dim, "out_shape": list(self.out_shape),
             "value_range": None if self.value_range is None else list(self.value_range),
-            "num_classes": self.num_classes, "precision": self.precision,
+            "num_classes": self.num_classes, "class_names": list(self.class_names), "precision": self.precision,
             "input_names": list(self.input_names), "output_name": self.output_name,
             "version": self.version, "config_hash": self.config_hash,
             "train_config": self.train_config, "extra": dict(self.extra),
@@ -111,6 +114,7 @@ def build_metadata(info: GeneratorInfo) -> dict[str, str]:
         PREFIX + "value_range": json.dumps(None if info.value_range is None
                                            else [float(v) for v in info.value_range]),
         PREFIX + "num_classes": str(int(info.num_classes)),
+        PREFIX + "class_names": json.dumps(list(info.class_names)),
         PREFIX + "precision": info.precision,
         PREFIX + "io": json.dumps({"inputs": list(info.input_names), "output": info.output_name}),
         PREFIX + "config_hash": info.config_hash or "",
@@ -140,13 +144,15 @@ def parse_metadata(props: Mapping[str, str], source: str) -> GeneratorInfo:
         value_range = json.loads(props[PREFIX + "value_range"])
         io = json.loads(props[PREFIX + "io"])
         train_config = props.get(PREFIX + "train_config", "")
+        num_classes = int(props[PREFIX + "num_classes"])
         return GeneratorInfo(
             generator_class=props[PREFIX + "generator_class"],
             arch_config=json.loads(props[PREFIX + "arch_config"]),
             z_dim=int(props[PREFIX + "z_dim"]),
             out_shape=tuple(int(s) for s in json.loads(props[PREFIX + "out_shape"])),
             value_range=None if value_range is None else (float(value_range[0]), float(value_range[1])),
-            num_classes=int(props[PREFIX + "num_classes"]),
+            num_classes=num_classes,
+            class_names=_class_names(props, num_classes),
             precision=props[PREFIX + "precision"],
             input_names=list(io["inputs"]),
             output_name=str(io["output"]),
@@ -157,3 +163,16 @@ def parse_metadata(props: Mapping[str, str], source: str) -> GeneratorInfo:
         )
     except (KeyError, ValueError, TypeError, IndexError) as e:
         raise CheckpointError(f"'{source}' has malformed fastgan metadata ({type(e).__name__}: {e})") from None
+
+
+def _class_names(props: Mapping[str, str], num_classes: int) -> list:
+    """The file's class names; zero-padded indices for files written before names were stored."""
+    from fastgan.sampling import default_class_names
+
+    names = json.loads(props.get(PREFIX + "class_names", "null"))
+    if names is None:
+        return default_class_names(num_classes) if num_classes else []
+    if not isinstance(names, list) or len(names) != num_classes:
+        raise ValueError(f"class_names holds {len(names) if isinstance(names, list) else names!r} names "
+                         f"for {num_classes} classes")
+    return [str(n) for n in names]

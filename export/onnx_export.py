@@ -86,6 +86,7 @@ def generator_info(G: nn.Module, *, fp16: bool = False, config: Any = None,
         raise ConfigError(f"{type(G).__name__} has unsupported z_dim={z_dim} or out_shape={out_shape} "
                           "(expected z_dim > 0 and out_shape (C, H, W) or (D,))")
     arch = G.arch_config() if callable(getattr(G, "arch_config", None)) else {}
+    class_names = _class_names(G, num_classes)
     cfg_hash, cfg_dict = "", None
     if config is not None:
         from fastgan.config import TrainConfig
@@ -102,8 +103,23 @@ def generator_info(G: nn.Module, *, fp16: bool = False, config: Any = None,
         input_names=["z", "labels"] if num_classes > 0 else ["z"],
         output_name="images" if len(out_shape) == 3 else "points",
         version=__version__, config_hash=cfg_hash, train_config=cfg_dict,
-        extra={str(k): str(v) for k, v in (metadata or {}).items()},
+        extra={str(k): str(v) for k, v in (metadata or {}).items()}, class_names=class_names,
     )
+
+
+def _class_names(G: nn.Module, num_classes: int) -> list[str]:
+    """The generator's ``class_names`` (checked: one distinct name per class), or zero-padded indices."""
+    from fastgan.sampling import default_class_names
+
+    names = getattr(G, "class_names", None)
+    if not num_classes:
+        return []
+    if not names:
+        return default_class_names(num_classes)
+    names = [str(n) for n in names]
+    if len(names) != num_classes or len(set(names)) != num_classes:
+        raise ConfigError(f"{type(G).__name__}.class_names must hold {num_classes} distinct names, got {len(names)}")
+    return names
 
 
 def export_onnx(G: nn.Module, path: Union[str, os.PathLike], *, fp16: bool = False,

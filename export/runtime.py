@@ -149,6 +149,11 @@ class OnnxGenerator:
         return self.info.num_classes
 
     @property
+    def class_names(self) -> list[str]:
+        """Name of each class (index = label); empty for an unconditional generator."""
+        return list(self.info.class_names)
+
+    @property
     def value_range(self) -> Optional[tuple]:
         """``(lo, hi)`` of the float outputs, or ``None`` for points."""
         return self.info.value_range

@@ -221,7 +221,8 @@ def load_generator(run: os.PathLike | str, device: str | torch.device = "cpu", e
         ema: use the EMA weights when the run kept them.
 
     Returns:
-        The generator, in eval mode, with ``z_dim``, ``out_shape`` and ``num_classes`` attributes.
+        The generator, in eval mode, with ``z_dim``, ``out_shape``, ``num_classes`` and
+        ``class_names`` attributes (``fastgan_checkpoint``: the checkpoint folder read).
     """
     from .models import generator_from_arch  # the networks pull in the kernels: only when a generator is wanted
 
@@ -246,4 +247,21 @@ def load_generator(run: os.PathLike | str, device: str | torch.device = "cpu", e
     key = "G_ema" if ema and "G_ema" in nets else "G"
     load_module_weights(G, nets[key], "generator")
     G.fastgan_metadata = dict(meta)  # config hash etc., for exports
+    G.fastgan_checkpoint = str(ckpt)  # where the weights came from (dataset manifests name it)
+    G.class_names = _class_names(meta, int(getattr(G, "num_classes", 0) or 0))
     return G.to(device).eval().requires_grad_(False)
+
+
+def _class_names(meta: dict[str, str], num_classes: int) -> list[str]:
+    """The class names a checkpoint stores (zero-padded indices for older checkpoints); empty when unconditional."""
+    from .sampling import default_class_names
+
+    if not num_classes:
+        return []
+    try:
+        names = json.loads(meta.get("class_names", "null"))
+    except json.JSONDecodeError:
+        names = None
+    if isinstance(names, list) and len(names) == num_classes and all(isinstance(n, str) for n in names):
+        return names
+    return default_class_names(num_classes)

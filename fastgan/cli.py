@@ -55,12 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     src = s.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="run folder (or one checkpoint folder)")
     src.add_argument("--onnx", help="ONNX generator exported by 'fastgan export'")
-    s.add_argument("--n", type=int, default=64, help="number of samples (default: 64)")
-    s.add_argument("--out", required=True,
-                   help="FILE.png (grid), FILE.npy (raw array), FILE.npz, or DIR/ (one PNG each)")
+    s.add_argument("--n", type=int, default=None, help="number of samples (default: 64, or one per --labels value)")
+    s.add_argument("--out", required=True, help="FILE.png (grid), FILE.npy (raw array), FILE.npz, or DIR/ (one PNG "
+                   "each; with --per_class a labelled dataset: one sub-folder per class and manifest.json)")
     s.add_argument("--seed", type=int, default=0, help="noise seed (default: 0)")
-    s.add_argument("--labels", type=int, nargs="+", default=None,
-                   help="class label(s) for a conditional generator (one for all, or one per sample)")
+    s.add_argument("--labels", nargs="+", default=None,
+                   help="class labels of a conditional generator, as indices or class names, comma- or "
+                        "space-separated (3,3,7): one for every sample, or one per sample")
+    s.add_argument("--per_class", type=int, default=None,
+                   help="N samples of every class of a conditional generator (a .png grid has one row per class)")
     s.add_argument("--no-ema", dest="ema", action="store_false", help="use the raw generator, not its EMA")
     s.add_argument("--device", default="cpu", help="device for --run (default: cpu)")
 
@@ -139,22 +142,62 @@ def _run_data_modes(run: str):
 
 def _sample(args: argparse.Namespace) -> int:
     from .images import write_samples
+    from .sampling import check_labels, parse_labels, per_class_labels
 
-    if args.n <= 0:
-        raise ConfigError(f"--n must be a positive integer, got {args.n}")
-    labels = args.labels
+    for flag in ("n", "per_class"):
+        v = getattr(args, flag)
+        if v is not None and v <= 0:
+            raise ConfigError(f"--{flag} must be a positive integer, got {v}")
+    if args.per_class is not None and (args.n is not None or args.labels is not None):
+        raise ConfigError("--per_class gives N samples of every class; leave out --n and --labels")
+    if args.per_class is not None and _is_folder(args.out):
+        return _export_dataset(args)
     if args.onnx:
-        from .export import sample_onnx
-        written = sample_onnx(args.onnx, args.n, args.out, seed=args.seed, labels=labels)
+        from .export import OnnxGenerator
+        gen = OnnxGenerator(args.onnx)
+        num_classes, class_names = gen.num_classes, gen.class_names
     else:
         from .checkpoint import load_generator
+        G = load_generator(args.run, device=args.device, ema=args.ema)
+        num_classes, class_names = G.num_classes, G.class_names
+    labels, n, nrow = None, args.n or 64, None
+    if args.per_class is not None:
+        labels = per_class_labels(args.per_class, num_classes)
+        n, nrow = len(labels), args.per_class
+    elif args.labels is not None:
+        labels = parse_labels(args.labels, class_names)
+        n = args.n or (64 if len(labels) == 1 else len(labels))
+        labels = check_labels(labels, n, num_classes)   # one clear line for a wrong count or range
+    if args.onnx:
+        from .export import sample_onnx
+        written = sample_onnx(args.onnx, n, args.out, seed=args.seed, labels=labels, nrow=nrow)
+    else:
         from .sampling import generate
 
-        G = load_generator(args.run, device=args.device, ema=args.ema)
-        x = generate(G, args.n, z_dim=G.z_dim, seed=args.seed, labels=labels, num_classes=G.num_classes,
+        x = generate(G, n, z_dim=G.z_dim, seed=args.seed, labels=labels, num_classes=num_classes,
                      device=args.device)
-        written = write_samples(x, args.out, modes=_run_data_modes(args.run) if x.ndim == 2 else None)
-    print(f"wrote {args.n} samples to {args.out}" + (f" ({len(written)} files)" if len(written) > 1 else ""))
+        written = write_samples(x, args.out, labels=check_labels(labels, n, num_classes), nrow=nrow,
+                                modes=_run_data_modes(args.run) if x.ndim == 2 else None)
+    print(f"wrote {n} samples to {args.out}" + (f" ({len(written)} files)" if len(written) > 1 else ""))
+    return 0
+
+
+def _is_folder(out: str) -> bool:
+    return out.endswith(("/", os.sep)) or Path(out).is_dir()
+
+
+def _export_dataset(args: argparse.Namespace) -> int:
+    from .dataset_export import export_dataset, onnx_source, run_source
+
+    source = onnx_source(args.onnx) if args.onnx else run_source(args.run, ema=args.ema, device=args.device)
+    done = export_dataset(source, args.out, args.per_class, seed=args.seed, progress=sys.stderr.isatty())
+    m = done.manifest
+    if done.generated == 0 and done.reused == m["total"]:
+        print(f"dataset '{done.path}' is already complete ({m['total']} images); nothing to do")
+    else:
+        again = f", {done.reused} kept from an interrupted export" if done.reused else ""
+        print(f"wrote {m['total']} images ({m['per_class']} per class, {m['num_classes']} classes{again}) "
+              f"and {done.path / 'manifest.json'}")
     return 0
 
 

@@ -56,7 +56,7 @@ class GanData:
         modes: (K, 2) float32 mixture centres for points (None for images).
         mode_std: standard deviation of each mixture component (0.0 for images).
         skipped: image files skipped because they could not be read.
-        class_names: label names of a labelled folder (index = label), else None.
+        class_names: label names (index = label) of a labelled folder or a built-in set, else None.
         device: where everything lives.
 
     Args:
@@ -183,10 +183,12 @@ def load_data(spec: Any, resolution: Optional[int] = None, device: Union[str, to
         return _mixture(s, device)
     if s == "digits":
         images, y = _digits(resolution or DEFAULT_BUILTIN_RESOLUTION)
-        return GanData("image", "digits", device, images=images, labels=y, num_classes=10)
+        return GanData("image", "digits", device, images=images, labels=y, num_classes=10,
+                       class_names=[str(i) for i in range(10)])
     if s == "stacked_digits":
         images, y = _stacked_digits(resolution or DEFAULT_BUILTIN_RESOLUTION, seed)
-        return GanData("image", "stacked_digits", device, images=images, labels=y, num_classes=1000)
+        return GanData("image", "stacked_digits", device, images=images, labels=y, num_classes=1000,
+                       class_names=[f"{i:03d}" for i in range(1000)])
     return _from_folder(s, resolution or DEFAULT_FOLDER_RESOLUTION, device)
 
 

@@ -102,7 +102,7 @@ def plot_points(points: ArrayLike, path: Union[str, Path], modes: Optional[Array
 
 
 def write_samples(x: ArrayLike, out: Union[str, Path], *, labels: Optional[ArrayLike] = None,
-                  modes: Optional[ArrayLike] = None) -> list[Path]:
+                  modes: Optional[ArrayLike] = None, nrow: Optional[int] = None) -> list[Path]:
     """Write samples where ``out`` says, the format chosen by its suffix.
 
     ``.png``: one grid image (a scatter plot for 2-D points); ``.npy``: the raw
@@ -114,6 +114,7 @@ def write_samples(x: ArrayLike, out: Union[str, Path], *, labels: Optional[Array
         out: destination file or folder.
         labels: optional (N,) class labels, stored in ``.npz`` files.
         modes: optional (K, 2) mixture centres drawn on point plots.
+        nrow: images per row of a ``.png`` grid (default: a square grid).
 
     Returns:
         The paths written.
@@ -149,7 +150,7 @@ def write_samples(x: ArrayLike, out: Union[str, Path], *, labels: Optional[Array
     elif a.ndim == 2:
         plot_points(a, path, modes=modes)
     else:
-        _save_png(make_grid(a), path)
+        _save_png(make_grid(a, nrow=nrow), path)
     return [path]
 
 

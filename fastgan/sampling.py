@@ -2,12 +2,64 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 from .errors import ConfigError
+
+
+def default_class_names(num_classes: int) -> list[str]:
+    """Names for classes that have none: zero-padded indices (``"00"`` .. ``"11"``), so they sort as the labels do.
+
+    Args:
+        num_classes: number of classes.
+    """
+    width = len(str(max(num_classes - 1, 0)))
+    return [f"{i:0{width}d}" for i in range(num_classes)]
+
+
+def parse_labels(spec: Union[str, Sequence[Union[str, int]]], class_names: Optional[Sequence[str]] = None) -> list[int]:
+    """Class labels written by a person: ``"3,3,7"``, ``["3", "3", "7"]``, or class names (``"cat,dog"``).
+
+    Args:
+        spec: comma-separated text, or a sequence of ints / texts (each may hold commas).
+        class_names: the generator's class names; a token that is not an
+            integer is looked up among them.
+
+    Returns:
+        The labels as ints (their range is checked where the class count is known).
+    """
+    tokens = [spec] if isinstance(spec, (str, int)) else list(spec)
+    parts = [t.strip() for tok in tokens for t in str(tok).split(",")]
+    if not parts or any(t == "" for t in parts):
+        raise ConfigError(f"labels must be comma-separated class indices or names, got {spec!r}")
+    names = {name: i for i, name in enumerate(class_names or [])}
+    out = []
+    for t in parts:
+        if t in names:  # a class named "3" is class index names["3"], which is 3 for the digits
+            out.append(names[t])
+        elif t.lstrip("-").isdigit():
+            out.append(int(t))
+        else:
+            known = f"; classes are {', '.join(list(names)[:12])}{' ...' if len(names) > 12 else ''}" if names else ""
+            raise ConfigError(f"label {t!r} is neither a class index nor a class name{known}")
+    return out
+
+
+def per_class_labels(per_class: int, num_classes: int) -> torch.Tensor:
+    """``per_class`` labels of each class, class by class: ``[0]*per_class + [1]*per_class + ...``.
+
+    Args:
+        per_class: samples of each class.
+        num_classes: classes of the generator (must be > 0).
+    """
+    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class <= 0:
+        raise ConfigError(f"per_class must be a positive integer, got {per_class!r}")
+    if not num_classes:
+        raise ConfigError("per_class needs a class-conditional generator; this one is unconditional")
+    return torch.arange(num_classes).repeat_interleave(per_class)
 
 
 def check_labels(labels, n: int, num_classes: int) -> Optional[torch.Tensor]:
@@ -24,9 +76,12 @@ def check_labels(labels, n: int, num_classes: int) -> Optional[torch.Tensor]:
         return None
     if labels is None:
         return torch.arange(n) % num_classes
-    y = torch.as_tensor(labels)
-    if y.is_floating_point():
-        raise ConfigError("labels must be integers")
+    try:
+        y = torch.as_tensor(labels)
+    except (TypeError, ValueError, RuntimeError):
+        raise ConfigError(f"labels must be integers, got {labels!r:.80}") from None
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise ConfigError(f"labels must be integers, got dtype {y.dtype}")
     y = y.to(torch.long).reshape(-1)
     if y.numel() == 1:
         y = y.expand(n).clone()

@@ -32,3 +32,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def trained_tiny_run(run, **kw):
+    """A tiny digits run trained in one thread (a conditional one of two steps unless told), for sampling tests."""
+    from fastgan import Trainer
+
+    torch.set_num_threads(1)
+    Trainer(tiny_images(run, **{"conditional": True, "steps": 2, "ckpt_every": 0, **kw})).fit()
+    return run

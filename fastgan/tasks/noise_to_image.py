@@ -29,7 +29,7 @@ from ..images import plot_points, save_image_grid
 from ..kernels import use_impl
 from ..metrics import check_metrics, evaluate
 from ..models import build_models, r1_in_input_units, score_real_and_fake
-from ..sampling import generate, recompute_standing_stats
+from ..sampling import default_class_names, generate, recompute_standing_stats
 from ..stats import RunningStats
 from .base import Step, Task
 
@@ -241,10 +241,22 @@ class NoiseToImage(Task):
         self._recompute_standing_stats()
 
     def checkpoint_metadata(self) -> dict[str, str]:
-        """Generator class and constructor arguments, so :func:`fastgan.load_generator` can rebuild it."""
+        """Generator class and constructor arguments, so :func:`fastgan.load_generator` can rebuild it,
+        and the class names of a conditional generator (what samples and exports are labelled with)."""
+        meta = {}
+        if self.num_classes:
+            meta["class_names"] = json.dumps(self.class_names)
         if self.custom_generator or not hasattr(self.G, "arch_config"):
-            return {}
-        return {"generator_class": type(self.G).__name__, "generator_arch": json.dumps(self.G.arch_config())}
+            return meta
+        return {**meta, "generator_class": type(self.G).__name__, "generator_arch": json.dumps(self.G.arch_config())}
+
+    @property
+    def class_names(self) -> list[str]:
+        """Names of the classes a conditional generator takes (index = label); empty when unconditional."""
+        if not self.num_classes:
+            return []
+        names = self.data.class_names
+        return list(names) if names and len(names) == self.num_classes else default_class_names(self.num_classes)
 
     # ================================================================== samples and metrics
     def _recompute_standing_stats(self) -> None:
