@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from fastgan.cli import main
+from helpers import one_thread  # noqa: F401  (fixture)
 
 TINY = ["--batch_size", "32", "--g_width", "32", "--d_width", "32", "--log_every", "5",
         "--sample_every", "0", "--no-progress", "--device", "cpu"]
@@ -17,17 +18,17 @@ def _fastgan(*args, **kw):
     return subprocess.run([sys.executable, "-m", "fastgan", *args], capture_output=True, text=True, env=env, **kw)
 
 
-def test_train_sample_end_to_end(tmp_path):
+def test_train_sample_end_to_end(tmp_path, capsys, one_thread):
     run = tmp_path / "run"
     r = _fastgan("train", "--data", "ring8", "--steps", "10", "--out", str(run), *TINY)
     assert r.returncode == 0, r.stderr
     assert "trained to step 10" in r.stdout
     for name in ("config.json", "metrics.jsonl", "samples", "checkpoints"):
         assert (run / name).exists(), name
-    # continue the same run with more steps: only --steps changes
-    r = _fastgan("train", "--out", str(run), "--steps", "15")
-    assert r.returncode == 0, r.stderr
-    assert "continuing run" in r.stderr and "trained to step 15" in r.stdout
+    # continue the same run with more steps (in this process): only --steps changes
+    assert main(["train", "--out", str(run), "--steps", "15"]) == 0
+    out = capsys.readouterr()
+    assert "continuing run" in out.err and "trained to step 15" in out.out
     assert json.loads((run / "config.json").read_text())["steps"] == 15
 
     assert main(["sample", "--run", str(run), "--n", "9", "--out", str(tmp_path / "s.npy")]) == 0

@@ -13,7 +13,8 @@ import fastgan
 from fastgan import CheckpointError, ConfigError, Trainer, TrainingError
 from fastgan import checkpoint as ckpt_mod
 from fastgan.models import MLPDiscriminator
-from helpers import state_equal, tiny_images, tiny_points
+from fastgan.cli import main as cli_main
+from helpers import one_thread, state_equal, tiny_images, tiny_points  # noqa: F401  (one_thread: fixture)
 
 
 def _params(m):
@@ -171,8 +172,12 @@ def test_kill_during_checkpoint_write_keeps_last_good(tmp_path, monkeypatch):
     assert state_equal(full.G, resumed.G) and state_equal(full.D, resumed.D)
 
 
-def test_sigkill_then_rerun_matches_uninterrupted(tmp_path):
-    """A real process killed with SIGKILL (possibly mid-checkpoint) and restarted ends bit-identical."""
+def test_sigkill_then_rerun_matches_uninterrupted(tmp_path, one_thread):
+    """A real process killed with SIGKILL (possibly mid-checkpoint) and restarted ends bit-identical.
+
+    The restart and the uninterrupted reference run in this process, through the same command line
+    on one thread as the killed one.
+    """
     args = ["--data", "grid25", "--steps", "60", "--batch_size", "32", "--g_width", "32", "--d_width", "32",
             "--ckpt_every", "2", "--sample_every", "0", "--log_every", "10", "--no-progress", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -187,8 +192,8 @@ def test_sigkill_then_rerun_matches_uninterrupted(tmp_path):
     proc.wait()
     got = ckpt_mod.latest_checkpoint(killed)
     assert got is not None and int(got.name.split("_")[1]) < 60, "the run finished before it could be killed"
-    subprocess.run(cmd + ["--out", str(killed)], env=env, check=True, capture_output=True)
-    subprocess.run(cmd + args + ["--out", str(tmp_path / "full")], env=env, check=True, capture_output=True)
+    assert cli_main(["train", "--out", str(killed)]) == 0
+    assert cli_main(["train", *args, "--out", str(tmp_path / "full")]) == 0
     a = fastgan.load_generator(killed, ema=False)
     b = fastgan.load_generator(tmp_path / "full", ema=False)
     assert state_equal(a, b)
