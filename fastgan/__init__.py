@@ -14,12 +14,12 @@ Heavy modules (the trainer, export, benchmark) are imported lazily so that
 """
 
 from .config import TrainConfig
-from .errors import CheckpointError, ConfigError, DataError, FastGANError, TrainingError
+from .errors import CheckpointError, ConfigError, DataError, FastGANError, StorageError, TrainingError
 from .version import __version__
 
 __all__ = [
     "TrainConfig", "Trainer", "load_generator", "FastGANError", "ConfigError",
-    "DataError", "CheckpointError", "TrainingError", "__version__",
+    "DataError", "CheckpointError", "TrainingError", "StorageError", "__version__",
 ]
 
 

@@ -10,43 +10,31 @@ A checkpoint is a folder ``RUN/checkpoints/step_XXXXXXXX/`` holding
   loss buffer, read back with ``torch.load(weights_only=True)``, so loading a
   checkpoint never executes pickled code.
 
-Writes go to a hidden temporary folder, every file is fsynced, and the folder
-is renamed into place (an atomic operation on POSIX file systems) and the
-parent folder fsynced. A kill at any moment therefore leaves either the new
-complete checkpoint or none, and the previous one stays readable.
+Saving and start-up recovery follow the protocol of
+:mod:`fastgan.checkpoint_store`: a kill at any moment leaves every completed
+checkpoint readable, a run resumes from its newest intact checkpoint (falling
+back past damaged ones, with a warning naming them).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import re
-import shutil
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import torch
 
+from . import checkpoint_store as store
 from .errors import CheckpointError
 
 CKPT_DIR = "checkpoints"
 MODELS_FILE = "models.safetensors"
 STATE_FILE = "state.pt"
 FORMAT = "fastgan-checkpoint-1"
-_STEP_RE = re.compile(r"^step_(\d{8,})$")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
+REQUIRED_FILES = (MODELS_FILE, STATE_FILE)
 
 
 def _module_tensors(prefix: str, module: Optional[torch.nn.Module]) -> dict[str, torch.Tensor]:
@@ -57,23 +45,39 @@ def _module_tensors(prefix: str, module: Optional[torch.nn.Module]) -> dict[str,
 
 
 def checkpoint_dirs(run_dir: os.PathLike | str) -> list[Path]:
-    """Complete checkpoint folders of a run, oldest first."""
-    root = Path(run_dir) / CKPT_DIR
-    if not root.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_RE.match(p.name)) and p.is_dir()]
-    return [p for _, p in sorted(found)]
+    """Committed checkpoint folders of a run, oldest first.
+
+    Args:
+        run_dir: the run folder.
+    """
+    return [p for _, p in store.committed(Path(run_dir) / CKPT_DIR)]
 
 
 def latest_checkpoint(run_dir: os.PathLike | str) -> Optional[Path]:
-    """The newest complete checkpoint folder of a run, or ``None``."""
-    dirs = checkpoint_dirs(run_dir)
-    return dirs[-1] if dirs else None
+    """The newest complete checkpoint folder of a run, or ``None``.
+
+    Usually a committed ``step_XXXXXXXX`` folder; when an interrupted save left
+    the newest complete copy in a staging folder, that folder (see
+    :func:`fastgan.checkpoint_store.candidates`). Renames nothing.
+
+    Args:
+        run_dir: the run folder.
+    """
+    return store.latest(Path(run_dir) / CKPT_DIR, REQUIRED_FILES)
+
+
+def has_resumable_checkpoint(run_dir: os.PathLike | str) -> bool:
+    """True when ``run_dir`` holds a checkpoint a trainer would continue from.
+
+    Args:
+        run_dir: the run folder.
+    """
+    return latest_checkpoint(run_dir) is not None
 
 
 def save_checkpoint(run_dir: os.PathLike | str, step: int, *, networks: Mapping[str, Optional[torch.nn.Module]],
                     state: dict[str, Any], metadata: dict[str, str], keep: int = 2) -> Path:
-    """Write a checkpoint atomically and prune old ones.
+    """Write a checkpoint (see :func:`fastgan.checkpoint_store.commit`) and prune old ones.
 
     Args:
         run_dir: the run folder.
@@ -81,51 +85,87 @@ def save_checkpoint(run_dir: os.PathLike | str, step: int, *, networks: Mapping[
         networks: the networks by name (``None``: absent); their tensors are stored as ``name.key``.
         state: optimiser/RNG/step state; tensors, numbers, strings, lists and dicts only.
         metadata: string metadata stored in the safetensors header.
-        keep: how many checkpoints to keep (the oldest beyond it are deleted).
+        keep: how many checkpoints to keep (the oldest beyond it are deleted; 0 keeps all).
 
     Returns:
         The folder of the new checkpoint.
+
+    Raises:
+        StorageError: the checkpoint could not be written (e.g. no space left);
+            the earlier checkpoints are untouched.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save as safetensors_bytes
 
-    root = Path(run_dir) / CKPT_DIR
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step_{step:08d}"
-    tmp = root / f".tmp-step_{step:08d}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        tensors = {k: v for name, net in networks.items() for k, v in _module_tensors(name, net).items()}
-        meta = {"format": FORMAT, "step": str(step), **metadata}
-        save_file(tensors, str(tmp / MODELS_FILE), metadata=meta)
-        torch.save(state, tmp / STATE_FILE)
-        for name in (MODELS_FILE, STATE_FILE):
-            _fsync_file(tmp / name)
-        _fsync_dir(tmp)
-        if final.exists():  # the same step saved twice: swap the old one out first
-            old = root / f".old-step_{step:08d}-{os.getpid()}"
-            os.rename(final, old)
-            os.rename(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, final)
-        _fsync_dir(root)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    for old in checkpoint_dirs(run_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+    tensors = {k: v for name, net in networks.items() for k, v in _module_tensors(name, net).items()}
+    meta = {"format": FORMAT, "step": str(step), **metadata}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    files = {MODELS_FILE: safetensors_bytes(tensors, metadata=meta), STATE_FILE: buf.getvalue()}
+    return store.commit(Path(run_dir) / CKPT_DIR, step, files, keep=max(int(keep), 0))
 
 
-def clean_stale_temporaries(run_dir: os.PathLike | str) -> None:
-    """Remove half-written checkpoint folders left by a killed process."""
-    root = Path(run_dir) / CKPT_DIR
-    if root.is_dir():
-        for p in root.iterdir():
-            if p.name.startswith((".tmp-", ".old-")) and p.is_dir():
-                shutil.rmtree(p, ignore_errors=True)
+def clean_stale_temporaries(run_dir: os.PathLike | str) -> list[str]:
+    """Recover what interrupted saves left (see :func:`fastgan.checkpoint_store.recover`).
+
+    Complete staging copies become committed checkpoints; incomplete or
+    redundant ones are deleted. Call it only while holding the run folder's lock.
+
+    Args:
+        run_dir: the run folder.
+
+    Returns:
+        One line per recovered checkpoint.
+    """
+    return store.recover(Path(run_dir) / CKPT_DIR, REQUIRED_FILES)
+
+
+def _damage(ckpt: Path) -> Optional[str]:
+    """Why a checkpoint folder cannot be resumed from, or ``None`` when it is intact."""
+    reason = store.verify(ckpt, REQUIRED_FILES)
+    if reason is None and store.read_manifest(ckpt) is None:  # written before manifests: read it whole
+        try:
+            read_models(ckpt)
+            read_state(ckpt)
+        except CheckpointError as e:
+            return str(e)
+    return reason
+
+
+def select_checkpoint(run_dir: os.PathLike | str, *, set_aside: bool = False) -> Optional[Path]:
+    """The newest intact checkpoint of a run, falling back past damaged ones.
+
+    When newer checkpoints are damaged (a checksum mismatch, a missing or
+    unreadable file), one warning names each skipped folder and why. When
+    every checkpoint is damaged, nothing is resumed silently: a
+    :class:`CheckpointError` names them.
+
+    Args:
+        run_dir: the run folder.
+        set_aside: rename damaged committed folders to ``damaged-step_XXXXXXXX``
+            (kept for inspection, no longer listed); only while holding the lock.
+
+    Returns:
+        The checkpoint folder to resume from, or ``None`` when the run has none.
+    """
+    found = store.candidates(Path(run_dir) / CKPT_DIR, REQUIRED_FILES)
+    skipped: list[tuple[Path, str]] = []
+    chosen = None
+    for _, ckpt in reversed(found):
+        reason = _damage(ckpt)
+        if reason is None:
+            chosen = ckpt
+            break
+        skipped.append((ckpt, reason))
+    if chosen is None and skipped:
+        listed = "; ".join(f"{p.name} ({why})" for p, why in skipped)
+        raise CheckpointError(f"no intact checkpoint in '{Path(run_dir) / CKPT_DIR}': {listed}; "
+                              "move that folder away to start the run over")
+    if skipped:
+        moved = [q for p, _ in skipped if set_aside and (q := store.set_aside(p)) is not None]
+        listed = "; ".join(f"{p.name} ({why})" for p, why in skipped)
+        kept = f", kept as {', '.join(q.name for q in moved)}" if moved else ""
+        warnings.warn(f"skipped damaged checkpoint(s) {listed}{kept}; resuming from {chosen.name}", stacklevel=2)
+    return chosen
 
 
 def read_models(path: os.PathLike | str) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, str]]:

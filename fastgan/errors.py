@@ -25,3 +25,7 @@ class CheckpointError(FastGANError, RuntimeError):
 
 class TrainingError(FastGANError, RuntimeError):
     """Training cannot go on (e.g. the losses became NaN); the last checkpoint is kept."""
+
+
+class StorageError(FastGANError, OSError):
+    """A file or folder cannot be written or read (no space, permissions, read-only file system)."""

@@ -149,7 +149,7 @@ def test_resume_is_bit_exact(tmp_path):
         assert state_equal(a, b)
 
 
-def test_kill_during_checkpoint_write_keeps_last_good(tmp_path, monkeypatch):
+def test_interrupt_before_commit_resumes_from_the_complete_staging_copy(tmp_path, monkeypatch):
     run = tmp_path / "run"
     tr = Trainer(tiny_points(run))
     tr.fit(4)  # good checkpoint at step 4
@@ -166,7 +166,7 @@ def test_kill_during_checkpoint_write_keeps_last_good(tmp_path, monkeypatch):
     monkeypatch.setattr(ckpt_mod.os, "rename", real_rename)
     assert [p.name for p in ckpt_mod.checkpoint_dirs(run)] == ["step_00000004"]
     resumed = Trainer(tiny_points(run))
-    assert resumed.step == 4
+    assert resumed.step == 8  # the staging copy was complete: recovered, not retrained
     resumed.fit()
     full = Trainer(tiny_points(tmp_path / "full")).fit()
     assert state_equal(full.G, resumed.G) and state_equal(full.D, resumed.D)
