@@ -88,7 +88,7 @@ def test_kid_matches_numpy_on_full_sets():
     mean, std = kid(x, y, subset_size=20, num_subsets=3)
     want, _ = numpy_kid(x, y, 20, [(np.arange(20), np.arange(20))])
     assert mean == pytest.approx(want, rel=1e-10)   # every subset is the whole set (permuted)
-    assert std == pytest.approx(0.0, abs=1e-10)
+    assert math.isnan(std)   # one distinct subset: no spread to report (it was rounding noise before)
 
 
 def test_kid_matches_numpy_on_the_same_subsets():
@@ -310,3 +310,66 @@ def test_metrics_accept_torch_tensors_of_any_float_dtype():
     b = rng.normal(size=(30, 4)) + 0.2
     ref = frechet_distance(a, b)
     assert frechet_distance(torch.tensor(a, dtype=torch.float32), torch.tensor(b)) == pytest.approx(ref, rel=1e-5)
+
+
+# ------------------------------------------------------------------ huge, tiny and invalid inputs
+def _pair(seed=20, n=40, d=5):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)), rng.normal(size=(n, d)) * 1.3 + 0.4
+
+
+@pytest.mark.parametrize("e", [300, -300])
+def test_fd_of_huge_or_tiny_features_scales_exactly(e):
+    """FD(2^e a, 2^e b) = 4^e FD(a, b); unscaled, 2^300 overflowed to 0.0 and 2^-300 underflowed."""
+    a, b = _pair()
+    ref = frechet_distance(a, b)
+    got = frechet_distance(a * 2.0 ** e, b * 2.0 ** e)
+    assert got == pytest.approx(ref * 4.0 ** e, rel=1e-12)
+
+
+def test_fd_beyond_float64_is_one_error_naming_the_arguments():
+    a, b = _pair()
+    with pytest.raises(DataError) as e:
+        frechet_distance(a * 1e200, b * 1e200)
+    assert "features_a and features_b" in str(e.value) and "beyond float64" in str(e.value)
+    assert "covariance" not in str(e.value) and "\n" not in str(e.value)
+
+
+def test_fd_from_stats_refuses_what_is_not_a_covariance():
+    mu = np.zeros(3)
+    good = np.eye(3)
+    with pytest.raises(DataError, match="cov_a is not positive semi-definite"):
+        frechet_distance_from_stats(mu, -np.eye(3), mu, good)   # once returned 0.0
+    with pytest.raises(DataError, match="cov_b is not positive semi-definite"):
+        frechet_distance_from_stats(mu, good, mu, np.diag([1.0, 1.0, -0.5]))
+    asym = np.eye(3)
+    asym[0, 1] = 0.5
+    with pytest.raises(DataError, match="cov_a is not symmetric"):
+        frechet_distance_from_stats(mu, asym, mu, good)
+    with pytest.raises(DataError, match="mu_a, cov_a and mu_b, cov_b"):
+        frechet_distance_from_stats(mu + 1e200, good, mu, good)
+
+
+def test_fd_from_stats_accepts_float32_rounding_of_a_rank_deficient_covariance():
+    rng = np.random.default_rng(21)
+    x = rng.normal(size=(50, 200)).astype(np.float32)   # fewer samples than dimensions
+    xc = x - x.mean(0)
+    cov = xc.T @ xc / 49
+    assert np.linalg.eigvalsh(cov.astype(np.float64)).min() < 0   # rounding made it slightly indefinite
+    mu_a, cov_a = feature_stats(x)
+    assert frechet_distance_from_stats(x.mean(0), cov, mu_a.numpy(), cov_a.numpy()) == pytest.approx(0.0, abs=1e-3)
+
+
+def test_kid_overflow_is_one_error_not_nan():
+    a, b = _pair(n=30)
+    with pytest.raises(DataError) as e:
+        kid(a * 1e120, b * 1e120, subset_size=10, num_subsets=3)
+    assert "KID of real and fake is beyond float64" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("scale", [1e200, 1e-200])
+def test_precision_recall_of_huge_or_tiny_features_equal_the_unscaled_ones(scale):
+    a, b = _pair(n=60)
+    ref = precision_recall(a, b)
+    assert 0.0 < ref[0] < 1.0 and 0.0 < ref[1] < 1.0
+    assert precision_recall(a * scale, b * scale) == ref   # once (1.0, 0.0) for huge features

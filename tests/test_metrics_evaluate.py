@@ -102,6 +102,19 @@ def test_evaluate_callable_generator(grid):
     assert r["modes"] == 25
 
 
+def test_kid_std_is_not_reported_when_every_subset_is_the_whole_set(grid):
+    """With <= 1,000 samples each of the 100 KID subsets is the whole set: its "std" was rounding noise."""
+    G = MixtureG(grid.modes.cpu(), grid.mode_std)
+    with pytest.warns(UserWarning, match=r"KID std not reported: with 600 real and 600 generated samples"):
+        small = evaluate(G, grid, "kid", n=600)
+    assert small["kid_std"] is None and math.isfinite(small["kid"])
+    json.dumps(small)   # still JSON-ready
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        big = evaluate(G, grid, "kid", n=1100)
+    assert isinstance(big["kid_std"], float) and big["kid_std"] > 0
+
+
 # ------------------------------------------------------------------ digits
 def test_digits_real_images_score_well(digits):
     # two disjoint halves of the digits: one plays the data, the other the generator

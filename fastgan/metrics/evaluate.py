@@ -17,6 +17,10 @@ name          meaning                                             keys
               :mod:`fastgan.metrics.pixel_fd`)
 ============  ==================================================  ==========================
 
+KID is averaged over 100 subsets of up to 1,000 samples. With at most 1,000
+real and generated samples every subset is the whole set, so no spread exists:
+``kid_std`` is then ``None`` and a warning says why.
+
 Feature spaces: raw coordinates for 2-D points, the digits classifier for
 ``digits`` and ``stacked_digits`` (per channel), InceptionV3 for other images.
 For ``stacked_digits`` the classes are the 1,000 digit triples and the
@@ -30,6 +34,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -172,7 +177,12 @@ def evaluate_samples(fake, data, metrics: Union[None, str, Sequence[str]] = None
             out["fd"] = frechet_distance(f_real, f_fake)
         if "kid" in names:
             m = max(2, min(KID_SUBSET, len(f_real), len(f_fake)))
-            out["kid"], out["kid_std"] = kid(f_real, f_fake, subset_size=m, num_subsets=KID_SUBSETS, seed=seed)
+            out["kid"], std = kid(f_real, f_fake, subset_size=m, num_subsets=KID_SUBSETS, seed=seed)
+            out["kid_std"] = None if math.isnan(std) else std
+            if out["kid_std"] is None:
+                warnings.warn(f"KID std not reported: with {m} real and {m} generated samples every KID subset "
+                              f"is the whole set; evaluate more than {m} samples (subsets of up to {KID_SUBSET}) "
+                              "for a spread", stacklevel=2)
         if "pr" in names:
             out["precision"], out["recall"] = precision_recall(f_real, f_fake, k=PR_K)
     if "modes" in names:
@@ -275,7 +285,7 @@ def evaluate_cli(run: str, metrics: str = "", n: Optional[int] = None, seed: int
     width = max(len(k) for k in result) if result else 0
     print(f"fastgan eval: {run} against '{spec}' ({elapsed:.1f} s)")
     for k, v in result.items():
-        shown = f"{v:.6g}" if isinstance(v, float) and math.isfinite(v) else str(v)
+        shown = f"{v:.6g}" if isinstance(v, float) and math.isfinite(v) else "not reported" if v is None else str(v)
         print(f"  {k:<{width}}  {shown}")
     dest = Path(out) if out else default_out
     if dest is not None:

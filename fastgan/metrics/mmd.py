@@ -8,6 +8,8 @@ estimator, so values from different sample sizes can be compared.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..errors import ConfigError, DataError
@@ -57,7 +59,12 @@ def kid(real, fake, subset_size: int = 1000, num_subsets: int = 100, seed: int =
         seed: seed of the subset draws (the result is deterministic given it).
 
     Returns:
-        ``(mean, std)`` over subsets (std with ddof=0; 0 for one subset).
+        ``(mean, std)`` over subsets (std with ddof=0; 0 for one subset). When
+        ``subset_size`` equals the size of both sets, every subset is the whole
+        of both: the MMD^2 is computed once and the std is NaN (no spread exists).
+
+    Raises:
+        DataError: bad shapes, too few samples, or features so large that the kernel overflows float64.
     """
     subset_size = positive_int(subset_size, "subset_size")
     num_subsets = positive_int(num_subsets, "num_subsets")
@@ -74,10 +81,18 @@ def kid(real, fake, subset_size: int = 1000, num_subsets: int = 100, seed: int =
     g = torch.Generator().manual_seed(int(seed))
     picks = [(torch.randperm(x.shape[0], generator=g)[:subset_size],
               torch.randperm(y.shape[0], generator=g)[:subset_size]) for _ in range(num_subsets)]
-    if max(x.shape[0], y.shape[0]) ** 2 <= _FULL_KERNEL_LIMIT:
+    if subset_size == x.shape[0] == y.shape[0]:  # every subset is the whole of both sets: one value, no spread
+        values = torch.tensor([mmd2_unbiased(x, y)], dtype=torch.float64)
+    elif max(x.shape[0], y.shape[0]) ** 2 <= _FULL_KERNEL_LIMIT:
         values = _subset_mmd2_from_full_kernels(x, y, picks)
     else:
         values = torch.tensor([mmd2_unbiased(x[ix], y[iy]) for ix, iy in picks], dtype=torch.float64)
+    if not torch.isfinite(values).all():
+        largest = max(float(x.abs().max()), float(y.abs().max()))
+        raise DataError(f"KID of real and fake is beyond float64: the cubic kernel of features up to {largest:.3g} "
+                        "overflows; KID expects feature-extractor outputs of moderate size: standardise them")
+    if len(values) == 1 and num_subsets > 1:
+        return float(values[0]), math.nan
     return float(values.mean()), float(values.std(correction=0))
 
 

@@ -10,10 +10,13 @@ its recall.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..errors import DataError
 from ._checks import as_features, positive_int, same_width
+from .fid import _pow2_exponent
 
 # Rows of a distance matrix computed at once: bounds memory at
 # _CHUNK * N * 8 bytes (40 MB for N = 5,000) whatever the set sizes.
@@ -73,6 +76,10 @@ def precision_recall(real, fake, k: int = 3) -> tuple[float, float]:
     for name, t in (("real", x), ("generated", y)):
         if t.shape[0] <= k:
             raise DataError(f"precision/recall with k={k} needs more than {k} {name} samples, got {t.shape[0]}")
+    # Both fractions are unchanged when both sets are scaled alike; a power of two (exact) keeps squared
+    # distances of huge or tiny features inside float64 (beyond it every radius was inf or 0).
+    e = _pow2_exponent(max(float(x.abs().max()), float(y.abs().max())))
+    x, y = x * math.ldexp(1.0, -e), y * math.ldexp(1.0, -e)
     precision = coverage_fraction(y, x, knn_radii(x, k))
     recall = coverage_fraction(x, y, knn_radii(y, k))
     return precision, recall
