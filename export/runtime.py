@@ -131,6 +131,10 @@ class OnnxGenerator:
             raise CheckpointError(f"'{self.path}' declares inputs {self.info.input_names} in its "
                                   f"metadata but the graph has {graph_inputs}")
         self._output = self._session.get_outputs()[0].name
+        mismatch = self._shape_mismatch()
+        if mismatch:
+            raise CheckpointError(f"'{self.path}' does not match its own metadata: {mismatch}; "
+                                  "export the generator again (fastgan export)")
 
     # ----------------------------------------------------------------- properties
     @property
@@ -269,6 +273,25 @@ class OnnxGenerator:
         return np.clip(u, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
 
     # ---------------------------------------------------------------- validation
+    def _shape_mismatch(self) -> Optional[str]:
+        """How the graph's input and output shapes disagree with the metadata, or ``None``.
+
+        Named dimensions (the dynamic batch) match anything; fixed ones must equal the metadata.
+        """
+        def agree(dims, want) -> bool:
+            return len(dims) == len(want) and all(not isinstance(d, int) or d == w for d, w in zip(dims, want))
+
+        z = self._session.get_inputs()[0]
+        out = self._session.get_outputs()[0]
+        if not agree(list(z.shape), [None, self.info.z_dim]):
+            return f"input '{z.name}' has shape {list(z.shape)} but the metadata says z_dim={self.info.z_dim}"
+        if out.name != self.info.output_name:
+            return f"the graph's output is '{out.name}' but the metadata names '{self.info.output_name}'"
+        if not agree(list(out.shape), [None, *self.info.out_shape]):
+            return (f"output '{out.name}' has shape {list(out.shape)} but the metadata says samples of shape "
+                    f"{list(self.info.out_shape)}")
+        return None
+
     def _check_z(self, z: Any) -> np.ndarray:
         if hasattr(z, "detach"):  # a torch tensor
             z = z.detach().cpu().numpy()

@@ -257,3 +257,21 @@ def test_point_run_plot_has_the_mixture_centres(tmp_path):
 
     pixels = np.asarray(Image.open(plot).convert("RGB")).reshape(-1, 3)
     assert ((pixels[:, 0] > 200) & (pixels[:, 1] < 60)).any()  # red crosses: the 8 ring centres
+
+
+@pytest.mark.parametrize("key, value, needle", [
+    ("fastgan.z_dim", "16", r"input 'z' has shape \['batch', 8\] but the metadata says z_dim=16"),
+    ("fastgan.out_shape", "[3, 32, 32]", r"output 'images' has shape \['batch', 3, 16, 16\] but the metadata says "
+                                         r"samples of shape \[3, 32, 32\]"),
+    ("fastgan.out_shape", "[2]", r"samples of shape \[2\]"),
+    ("fastgan.io", '{"inputs": ["z"], "output": "x"}', r"output is 'images' but the metadata names 'x'"),
+])
+def test_metadata_that_disagrees_with_the_graph_is_one_clear_error(tmp_path, files, key, value, needle):
+    model = onnx.load(files["rgb"][1])
+    for p in model.metadata_props:
+        if p.key == key:
+            p.value = value
+    onnx.save(model, tmp_path / "edited.onnx")
+    with pytest.raises(CheckpointError, match=needle) as info:
+        OnnxGenerator(tmp_path / "edited.onnx", providers="cpu")
+    assert "\n" not in str(info.value) and "export the generator again" in str(info.value)
