@@ -181,8 +181,8 @@ def evaluate_samples(fake, data, metrics: Union[None, str, Sequence[str]] = None
             out["kid_std"] = None if math.isnan(std) else std
             if out["kid_std"] is None:
                 warnings.warn(f"KID std not reported: with {m} real and {m} generated samples every KID subset "
-                              f"is the whole set; evaluate more than {m} samples (subsets of up to {KID_SUBSET}) "
-                              "for a spread", stacklevel=2)
+                              f"(up to {KID_SUBSET:,} samples) is the whole set; evaluate more samples for a spread",
+                              stacklevel=2)
         if "pr" in names:
             out["precision"], out["recall"] = precision_recall(f_real, f_fake, k=PR_K)
     if "modes" in names:
