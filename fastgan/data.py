@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import BUILTIN_DATASETS, RESOLUTIONS
+from .decode import check_decoded_size, read_image, to_8bit
 from .errors import ConfigError, DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -39,10 +40,6 @@ POINTS_NOMINAL_SIZE = 10_000     # len() of a 2-D mixture (it is sampled fresh e
 PROGRESS_MIN_IMAGES = 300        # show a progress bar when loading more images than this
 DEFAULT_BUILTIN_RESOLUTION = 32
 DEFAULT_FOLDER_RESOLUTION = 64
-# Decoded pixels allowed per image (8192 x 8192): a decoded RGBA image is then at most 256 MiB, times
-# the loader's worker threads (JPEGs decode at reduced size first, so large photos stay far below it).
-MAX_DECODED_PIXELS = 1 << 26
-ALPHA_BACKGROUND = 255           # transparent pixels are composited onto white
 
 
 class GanData:
@@ -339,7 +336,7 @@ def _item_to_tensor(img: Any) -> torch.Tensor:
     from PIL import Image
 
     if isinstance(img, Image.Image):
-        _check_decoded_size(img.size)
+        check_decoded_size(img.size)
         a = torch.from_numpy(np.array(to_8bit(img)))
         return a.permute(2, 0, 1) if a.ndim == 3 else a
     if isinstance(img, np.ndarray):
@@ -381,7 +378,7 @@ def _from_folder(spec: str, resolution: int, device: Union[str, torch.device]) -
     # PIL releases the GIL while decoding and resampling, so threads overlap files.
     workers = max(1, min(8, os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(lambda f: _read_image(f, resolution), files)
+        results = pool.map(lambda f: read_image(f, resolution), files)
         for i, (arr, err) in enumerate(tqdm(results, total=n, desc=f"loading {root.name}",
                                             unit="img", disable=n <= PROGRESS_MIN_IMAGES)):
             if arr is None:
@@ -420,97 +417,6 @@ def _folder_labels(root: Path, files: Sequence[Path]) -> tuple[Optional[list[str
         return None, []
     index = {name: i for i, name in enumerate(names)}
     return names, [index[t[0]] for t in tops]
-
-
-def _read_image(path: Path, resolution: int) -> tuple[Optional[np.ndarray], Optional[str]]:
-    """Decode, centre-crop to a square, resize (LANCZOS): (R, R, 1|3) uint8 or (None, why).
-
-    Cropping comes first, in the source's pixels, so no intermediate image is
-    larger than the decoded one (a 1 x 300,000 strip is never enlarged to
-    64 x 19,200,000); the decoded size is bounded by :data:`MAX_DECODED_PIXELS`.
-    """
-    from PIL import Image, ImageOps
-
-    try:
-        with Image.open(path) as im:
-            im.draft(None, (2 * resolution, 2 * resolution))   # JPEG: decode at reduced size
-            _check_decoded_size(im.size)
-            im = to_8bit(ImageOps.exif_transpose(im))
-            w, h = im.size
-            s = min(w, h)
-            left, top = (w - s) // 2, (h - s) // 2
-            im = im.resize((resolution, resolution), Image.Resampling.LANCZOS,
-                           box=(left, top, left + s, top + s), reducing_gap=3.0)
-            arr = np.asarray(im, dtype=np.uint8)
-    except Image.DecompressionBombError:
-        return None, f"larger than the limit of {MAX_DECODED_PIXELS:,} decoded pixels"
-    except Exception as e:   # any decoding failure: the file is skipped and counted
-        return None, f"{type(e).__name__}: {e}"
-    return (arr[..., None] if arr.ndim == 2 else arr), None
-
-
-def _check_decoded_size(size: tuple[int, int]) -> None:
-    w, h = size
-    if w * h > MAX_DECODED_PIXELS:
-        raise DataError(f"image of {w} x {h} = {w * h:,} pixels, over the limit of {MAX_DECODED_PIXELS:,} decoded "
-                         "pixels per image (fastgan.data.MAX_DECODED_PIXELS)")
-
-
-def to_8bit(im):
-    """Convert a PIL image of any mode to 8-bit ``L`` (grey) or ``RGB``, keeping its look.
-
-    - 16-bit grey (``I;16*``) is scaled by 255 / 65535, not clipped; 32-bit
-      ``I`` likewise when its values fit 16 bits (as they kept when 8 bits),
-      else stretched from its minimum..maximum; float ``F`` is read as [0, 1]
-      or [0, 255] when it fits, else stretched likewise.
-    - Transparency (``LA``, ``RGBA``, premultiplied ``La``/``RGBa``, ``PA``, a
-      palette with a transparent entry) is composited onto white, as a viewer
-      shows it on a page.
-    - Palette, ``CMYK``, ``YCbCr``, ``LAB``, ``HSV`` and ``1`` go through PIL's
-      own conversions.
-
-    Args:
-        im: a PIL image.
-
-    Raises:
-        DataError: a float image with NaN or infinite values.
-    """
-    from PIL import Image
-
-    mode = im.mode
-    if mode in ("L", "RGB"):
-        return im
-    if mode == "1":
-        return im.convert("L")
-    if mode.startswith("I") or mode == "F":
-        return Image.fromarray(_grey_to_uint8(np.asarray(im), mode), mode="L")
-    if mode == "P":
-        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-    elif mode in ("PA", "RGBa"):
-        im = im.convert("RGBA")
-    elif mode == "La":
-        im = im.convert("LA")
-    if im.mode in ("LA", "RGBA"):
-        base = im.mode[:-1]
-        page = Image.new(base, im.size, (ALPHA_BACKGROUND,) * len(base))
-        page.paste(im.convert(base), mask=im.getchannel("A"))
-        return page
-    return im if im.mode in ("L", "RGB") else im.convert("RGB")
-
-
-def _grey_to_uint8(a: np.ndarray, mode: str) -> np.ndarray:
-    """A high-bit-depth grey array (``I;16*``, ``I``, ``F``) as uint8, scaled as :func:`to_8bit` says."""
-    a = a.astype(np.float64)
-    if not np.isfinite(a).all():
-        raise DataError(f"the {mode} image holds NaN or infinite values")
-    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
-    if mode.startswith("I;16") or (mode == "I" and lo >= 0 and 255 < hi <= 65535):
-        a = a * (255.0 / 65535.0)
-    elif mode == "F" and lo >= 0 and hi <= 1:
-        a = a * 255.0
-    elif (lo < 0 or hi > 255) and hi > lo:
-        a = (a - lo) * (255.0 / (hi - lo))
-    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
 
 
 def _equal_channels(arr: np.ndarray) -> bool:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import FastGANError, StorageError
-from .images import _atomic_write
+from .files import atomic_write
 
 LOCK_FILE = ".lock"
 METRICS_FILE = "metrics.jsonl"
@@ -154,7 +154,7 @@ def rewind_metrics(run_dir: os.PathLike | str, step: int) -> Optional[Path]:
                 kept.append(line + "\n")
         new = "".join(kept)
         if new != text:
-            _atomic_write(path, lambda f: f.write(new.encode()))
+            atomic_write(path, new)
     except OSError as e:
         raise StorageError(f"cannot update '{path}': {e.strerror or e}; check the run folder's permissions") from None
     return None

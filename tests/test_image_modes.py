@@ -9,8 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from fastgan import data as data_mod
-from fastgan.data import load_data, to_8bit
+from fastgan import decode
+from fastgan.data import load_data
+from fastgan.decode import to_8bit
 from fastgan.errors import DataError
 
 
@@ -133,7 +134,7 @@ def test_a_long_strip_is_never_enlarged_whole(tmp_path):
 
 
 def test_images_over_the_decoded_pixel_limit_are_skipped_naming_the_limit(tmp_path, monkeypatch):
-    monkeypatch.setattr(data_mod, "MAX_DECODED_PIXELS", 1000)
+    monkeypatch.setattr(decode, "MAX_DECODED_PIXELS", 1000)
     Image.new("RGB", (20, 20), (1, 2, 3)).save(tmp_path / "small.png")
     Image.new("RGB", (100, 40), (1, 2, 3)).save(tmp_path / "big.png")
     with pytest.warns(UserWarning, match=r"skipped 1 of 2 .*100 x 40 = 4,000 pixels, over the limit of 1,000"):
