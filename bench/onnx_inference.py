@@ -49,22 +49,13 @@ from typing import Callable
 import numpy as np
 import torch
 
+from fastgan.info import cpu_name
+
 MODELS = {"dcgan32": 32, "dcgan64": 64}
 VARIANTS = ("ort", "ort_spin", "ort_basic", "ort_no_opt", "ort_no_mem_pattern", "ort_bn_unfolded",
             "ort_subpixel", "ort_fp16")
 TARGET_SPEEDUP = {1: 1.5, 64: 1.3}  # ONNX Runtime ("ort") over eager PyTorch
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo, else what the platform module reports."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown-cpu"
 
 
 def slug(text: str) -> str:

@@ -46,6 +46,7 @@ from .benchmark_report import (DEFAULT_THRESHOLD, add_speedups, compare, format_
 from .benchmark_telemetry import Telemetry
 from .errors import ConfigError, FastGANError
 from .engine import resolve_device
+from .info import cpu_name
 
 SCHEMA = 1
 # Defaults per device kind: (preset, batch sizes, steps per window, windows, warm-up steps)
@@ -340,7 +341,7 @@ def environment(device: torch.device, telemetry: Telemetry) -> dict[str, Any]:
     except ImportError:
         triton_version = None
     env: dict[str, Any] = {
-        "device_type": device.type, "device_name": _cpu_name(),
+        "device_type": device.type, "device_name": cpu_name(),
         "torch": torch.__version__, "triton": triton_version, "cuda": torch.version.cuda, "cudnn": None,
         "driver": telemetry.driver_version(), "fastgan": __version__, "python": platform.python_version(),
         "platform": platform.platform(), "cpu_threads": torch.get_num_threads(), "nvml": telemetry.available,
@@ -351,14 +352,3 @@ def environment(device: torch.device, telemetry: Telemetry) -> dict[str, Any]:
                    memory_gb=round(props.total_memory / 2**30, 1), sms=props.multi_processor_count,
                    cudnn=torch.backends.cudnn.version())
     return env
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()

@@ -1,4 +1,4 @@
-"""The ``fastgan`` command line: train, sample, export, eval, bench.
+"""The ``fastgan`` command line: train, sample, export, eval, bench, info.
 
 ``fastgan train`` flags map 1:1 onto :class:`fastgan.TrainConfig` fields (same
 names, ``--flag/--no-flag`` for booleans). Running ``fastgan train --out RUN``
@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=int, default=0, help="noise seed (default: 0)")
     v.add_argument("--out", default=None, help="JSON file for the results (default: RUN/eval.json for runs)")
     v.add_argument("--data", default=None, help="reference data (default: the run's data)")
+
+    i = sub.add_parser("info", help="versions, devices, and which modes, kernels and AMP types run here (for bug "
+                       "reports)")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+    i.add_argument("--device", default="auto", help="device to check (default: auto, as fastgan train)")
 
     b = sub.add_parser("bench", help="training-throughput benchmark against eager PyTorch recipes",
                        add_help=False)
@@ -215,6 +220,12 @@ def _eval(args: argparse.Namespace) -> int:
     return evaluate_cli(run=args.run, metrics=args.metrics, n=args.n, seed=args.seed, out=args.out, data=args.data)
 
 
+def _info(args: argparse.Namespace) -> int:
+    from .info import main as info_main
+
+    return info_main(args.device, as_json=args.json)
+
+
 def _bench(args: argparse.Namespace) -> int:
     from .benchmark import main as bench_main
 
@@ -235,7 +246,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .benchmark import main as bench_main
         return _guard(lambda: bench_main(argv[1:]))
     args = build_parser().parse_args(argv)
-    handler = {"train": _train, "sample": _sample, "export": _export, "eval": _eval, "bench": _bench}[args.command]
+    handler = {"train": _train, "sample": _sample, "export": _export, "eval": _eval, "bench": _bench,
+               "info": _info}[args.command]
     return _guard(lambda: handler(args))
 
 

@@ -184,7 +184,7 @@ def _resolved_kernels(requested: str, device: torch.device) -> str:
         return "ref"
     if requested == "triton":
         if not (HAS_TRITON and (device.type == "cuda" or TRITON_INTERPRETED)):
-            where = "triton is not installed" if device.type == "cuda" else \
+            where = "triton is not installed" if not HAS_TRITON else \
                 "this run is on the CPU (only the Triton interpreter, TRITON_INTERPRET=1, runs kernels there)"
             raise ConfigError(f"kernels 'triton' cannot run: {where}; use --kernels auto or ref")
         return "triton"
