@@ -105,6 +105,8 @@ class TrainConfig:
     kernels: str = _field("auto", "fused-kernel implementation for the models' ops: ``auto``, ``triton`` or "
                           "``ref``.")
     progress: bool = _field(True, "show a progress bar.")
+    tensorboard: bool = _field(False, "also write losses, evaluation results and sample grids as TensorBoard "
+                               "event files in ``RUN/tensorboard/`` (needs ``pip install 'fastgan[tensorboard]'``).")
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> "TrainConfig":
@@ -239,7 +241,7 @@ class TrainConfig:
     def config_hash(self) -> str:
         """Short hash of the whole config, minus fields that do not change results."""
         d = self.to_dict()
-        for k in ("out", "progress", "device"):
+        for k in ("out", "progress", "device", "tensorboard"):
             d.pop(k, None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 

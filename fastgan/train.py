@@ -37,6 +37,7 @@ from .errors import CheckpointError, ConfigError, TrainingError
 from .files import atomic_write
 from .metrics import plot_history
 from .tasks import NoiseToImage, Step, Task
+from .tensorboard_log import TensorBoardLog, require_tensorboard
 from .version import __version__
 
 
@@ -73,6 +74,8 @@ class Trainer:
                  resume: bool = True, engine_options: Optional[EngineOptions] = None,
                  task: Optional[Callable[..., Task]] = None) -> None:
         cfg = (cfg or TrainConfig()).validate()
+        if getattr(cfg, "tensorboard", False):
+            require_tensorboard()  # a missing optional package: one line now, not after loading and building
         self.device = resolve_device(cfg.device)
         # how steps execute; refuses (ConfigError) what this device cannot run, before any loading
         self.engine = Engine(resolve_plan(cfg, self.device, engine_options), self.device)
@@ -91,6 +94,7 @@ class Trainer:
         self.step = 0
         self.history: list[dict[str, Any]] = []
         self._stop_requested = False
+        self._tb: Optional[TensorBoardLog] = None  # open during fit() when cfg.tensorboard
         # a later torchrun: only rank 0 writes the run folder
         self.writes = not (torch.distributed.is_available() and torch.distributed.is_initialized()) \
             or torch.distributed.get_rank() == 0
@@ -131,7 +135,7 @@ class Trainer:
             raise ConfigError(f"steps must be non-negative, got {total}")
         if steps is not None:
             self.task.cfg = dataclasses.replace(self.cfg, steps=total)
-        with self._run_folder():
+        with self._run_folder(), self._tensorboard():
             self._train_to(total)
         return self
 
@@ -231,6 +235,19 @@ class Trainer:
             atomic_write(self.run_dir / "config.json", json.dumps(self.cfg.to_dict(), indent=2) + "\n")
         yield
 
+    @contextlib.contextmanager
+    def _tensorboard(self) -> Iterator[None]:
+        """TensorBoard event files for one :meth:`fit`, where the loop writes and the config asks for them."""
+        if not (self.writes and getattr(self.cfg, "tensorboard", False)):
+            yield
+            return
+        self._tb = TensorBoardLog(self.run_dir, resume_step=self.step)
+        try:
+            yield
+        finally:
+            self._tb.close()
+            self._tb = None
+
     def _write_outputs(self, final: bool) -> None:
         self.save_samples()
         self.save_checkpoint()
@@ -242,6 +259,8 @@ class Trainer:
         if self.writes:
             with open(self.run_dir / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
+            if self._tb is not None:
+                self._tb.record(rec)
 
     def _log(self, t0: float, step0: int) -> dict[str, Any]:
         if self.device.type == "cuda":
@@ -274,6 +293,8 @@ class Trainer:
         if self.writes:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.task.save_samples(path)
+            if self._tb is not None:
+                self._tb.image(path, self.step)
         return path
 
     # ================================================================== checkpoints
