@@ -5,7 +5,8 @@ The loop hands over what it writes anyway: each ``metrics.jsonl`` record
 ``eval/<name>``) and each sample figure (the ``samples`` image). Events go to
 ``RUN/tensorboard/``; ``tensorboard --logdir RUN`` shows them. A resumed run
 opens its writer with ``purge_step`` one past its checkpoint's step, so events
-an interrupted run wrote after that checkpoint are dropped, not shown twice.
+an interrupted run wrote after that checkpoint are dropped, not shown twice
+(as ``metrics.jsonl`` is rewound to that step).
 
 Writing needs the ``tensorboard`` package (``pip install 'fastgan[tensorboard]'``);
 :func:`require_tensorboard` checks for it before anything trains.
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import numbers
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from .errors import ConfigError
 
@@ -68,14 +69,16 @@ class TensorBoardLog:
     Args:
         run_dir: the run folder.
         resume_step: the step the run continues from (0 for a new run):
-            events after it in earlier files are purged from TensorBoard's view.
+            events after it in earlier files are purged from TensorBoard's
+            view (at 0, all of them: the run starts over).
     """
 
     def __init__(self, run_dir: Path, resume_step: int = 0) -> None:
         writer_cls = require_tensorboard()
         self.log_dir = Path(run_dir) / SUBDIR
-        # everything at resume_step was written before its checkpoint (log, eval, samples, then checkpoint)
-        purge: Optional[int] = resume_step + 1 if resume_step > 0 else None
+        # Everything at resume_step was written before its checkpoint (log, eval, samples, then checkpoint);
+        # a run starting over hides all earlier events (they stay in their files), as metrics.jsonl is set aside.
+        purge = resume_step + 1 if resume_step > 0 else 0
         self._writer = writer_cls(log_dir=str(self.log_dir), purge_step=purge)
 
     def record(self, rec: dict[str, Any]) -> None:

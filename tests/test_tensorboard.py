@@ -64,17 +64,22 @@ def test_resume_continues_the_event_log_without_duplicates(tmp_path, one_thread)
     assert all(e.wall_time < resumed_at for e in events[:2]) and all(e.wall_time >= resumed_at for e in events[2:])
     want = {r["step"]: r["d_loss"] for r in resumed.history if "d_loss" in r}
     assert [e.value for e in events] == pytest.approx([want[s] for s in (2, 4, 6, 8)], rel=1e-6)
-    # the resumed writer marks step 5 as a restart, so TensorBoard drops the old file's later events
+    # the resumed writer marks step 5 as a restart (the first, step 0), so TensorBoard drops later old events
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
     files = sorted((run / "tensorboard").iterdir())
-    starts = [(f.name, e.step) for f in files for e in EventFileLoader(str(f)).Load() if e.HasField("session_log")]
-    assert len(files) == 2 and [s for _, s in starts] == [5]
+    starts = [e.step for f in files for e in EventFileLoader(str(f)).Load() if e.HasField("session_log")]
+    assert len(files) == 2 and starts == [0, 5]
+    # starting over (no checkpoint left) hides every earlier event
+    shutil.rmtree(run / "checkpoints")
+    Trainer(tiny_points(run, steps=2, log_every=2, ckpt_every=0, sample_every=0, tensorboard=True)).fit()
+    assert [e.step for e in _accumulated(run).Scalars("train/d_loss")] == [2]
 
 
 def test_missing_package_is_one_line_before_training(tmp_path, monkeypatch, capsys):
     # as on a machine without the extra: torch's tensorboard module then fails to import the package
-    for name in [m for m in sys.modules if m == "tensorboard" or m.startswith(("tensorboard.", "torch.utils.tensorboard"))]:
-        monkeypatch.delitem(sys.modules, name)
+    for name in list(sys.modules):
+        if name == "tensorboard" or name.startswith(("tensorboard.", "torch.utils.tensorboard")):
+            monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "tensorboard", None)
     run = tmp_path / "run"
     rc = main(["train", "--data", "ring8", "--out", str(run), "--steps", "2", "--tensorboard", "--no-progress",
