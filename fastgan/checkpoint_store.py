@@ -29,7 +29,6 @@ committed folder, and removes everything incomplete or redundant.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -39,13 +38,13 @@ import signal
 from pathlib import Path
 from typing import Optional
 
-from .errors import StorageError
+from .errors import storage_error
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = "fastgan-checkpoint-manifest-1"
 FAULT_ENV = "FASTGAN_FAULT_KILL_AT"   # tests: SIGKILL this process at the k-th protocol step
-_COMMITTED_RE = re.compile(r"^step_(\d{8,})$")
-_STAGING_RE = re.compile(r"^\.(tmp|old)-step_(\d{8,})-(\d+)$")
+_COMMITTED_RE = re.compile(r"^step_(?P<step>\d{8,})$")
+_STAGING_RE = re.compile(r"^\.(?P<kind>tmp|old)-step_(?P<step>\d{8,})-\d+$")
 _STAGING_RANK = {"tmp": 0, "old": 1}   # the newer copy first: a .tmp was written after the .old it replaces
 
 _fault_count = 0
@@ -69,6 +68,19 @@ def step_name(step: int) -> str:
         step: training step.
     """
     return f"step_{int(step):08d}"
+
+
+def step_of(folder: os.PathLike | str) -> int:
+    """The step a checkpoint folder holds, from its name (committed or staging).
+
+    Args:
+        folder: e.g. ``RUN/checkpoints/step_00000008`` or ``.tmp-step_00000008-41``.
+    """
+    name = Path(folder).name
+    m = _COMMITTED_RE.match(name) or _STAGING_RE.match(name)
+    if m is None:
+        raise ValueError(f"'{name}' is not a checkpoint folder name")
+    return int(m.group("step"))
 
 
 def _fsync_dir(path: Path) -> None:
@@ -186,7 +198,7 @@ def committed(root: os.PathLike | str) -> list[tuple[int, Path]]:
     root = Path(root)
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _COMMITTED_RE.match(p.name)) and p.is_dir()]
+    found = [(int(m.group("step")), p) for p in root.iterdir() if (m := _COMMITTED_RE.match(p.name)) and p.is_dir()]
     return sorted(found)
 
 
@@ -198,7 +210,7 @@ def _staging(root: Path) -> list[tuple[int, int, Path]]:
     for p in root.iterdir():
         m = _STAGING_RE.match(p.name)
         if m and p.is_dir():
-            out.append((int(m.group(2)), _STAGING_RANK[m.group(1)], p))
+            out.append((int(m.group("step")), _STAGING_RANK[m.group("kind")], p))
     return sorted(out)
 
 
@@ -281,15 +293,6 @@ def recover(root: os.PathLike | str, required: tuple[str, ...] = ()) -> list[str
     return recovered
 
 
-def _storage_error(exc: OSError, what: str, path: Path) -> StorageError:
-    """One line naming the path, the reason and what to do."""
-    reason = exc.strerror or type(exc).__name__
-    hint = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space (disk quota)",
-            errno.EROFS: "use a writable --out", errno.EACCES: "fix its permissions or use another --out",
-            errno.EPERM: "fix its permissions or use another --out"}.get(exc.errno, "check the folder")
-    return StorageError(f"could not {what} '{path}': {reason}; {hint}")
-
-
 def commit(root: os.PathLike | str, step: int, files: dict[str, bytes], keep: int = 0) -> Path:
     """Write a checkpoint folder so that a kill at any moment loses no completed checkpoint.
 
@@ -325,7 +328,7 @@ def commit(root: os.PathLike | str, step: int, files: dict[str, bytes], keep: in
         _fault_point("fsynced staging folder")
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)  # incomplete: nothing in it is worth keeping
-        raise _storage_error(e, f"write checkpoint {final.name} in", root) from None
+        raise storage_error(e, f"write checkpoint {final.name} in", root) from None
     try:
         if not final.exists():
             _rename(tmp, final, f"committed {final.name}")
@@ -342,7 +345,7 @@ def commit(root: os.PathLike | str, step: int, files: dict[str, bytes], keep: in
         _fault_point("fsynced checkpoints folder")
         prune(root, keep, protect=final)
     except OSError as e:
-        raise _storage_error(e, f"commit checkpoint {final.name} in", root) from None
+        raise storage_error(e, f"commit checkpoint {final.name} in", root) from None
     return final
 
 

@@ -17,11 +17,18 @@ import json
 import os
 import sys
 import typing
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
 from .config import TrainConfig
-from .errors import ConfigError, FastGANError
+from .errors import ConfigError, FastGANError, storage_error
+
+# Exit statuses (docs/run-folder.md): 0 done; 2 an error the user can fix (one line); 3 training stopped
+# early by Ctrl-C or SIGTERM after saving a checkpoint (rerun to continue); 130 aborted by a second Ctrl-C.
+EXIT_ERROR = 2
+EXIT_STOPPED = 3
+EXIT_ABORTED = 130
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
@@ -114,17 +121,27 @@ def _train(args: argparse.Namespace) -> int:
         if cfg.data == "<custom>" and "data" not in given:
             raise ConfigError(f"run '{out}' was trained on data passed from Python; give --data to continue it")
         cfg = dataclasses.replace(cfg, **given)
-        print(f"fastgan: continuing run '{out}'", file=sys.stderr)
     else:
         cfg = TrainConfig(**given)
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg)   # takes the run folder's lock to resume: a folder in use is refused here
+    if trainer.step > 0:
+        print(f"fastgan: continuing run '{out}' from step {trainer.step}", file=sys.stderr)
+    elif saved is not None:
+        print(f"fastgan: run '{out}' holds no checkpoint: starting it over with its saved config "
+              "(an old metrics.jsonl is kept as metrics.jsonl.N)", file=sys.stderr)
     _cpu_threads(trainer)
     print(f"fastgan: {trainer.engine.plan.summary()}", file=sys.stderr)
     if trainer.step >= trainer.cfg.steps:
         print(f"fastgan: run '{out}' already reached step {trainer.step} (raise --steps to train more)",
               file=sys.stderr)
-    trainer.fit()
+    with warnings.catch_warnings():   # the line below says it, with the exit status
+        warnings.filterwarnings("ignore", message="training stopped by")
+        trainer.fit()
     last = next((h for h in reversed(trainer.history) if "d_loss" in h), None)
+    if trainer.stopped_by and trainer.step < trainer.cfg.steps:
+        print(f"fastgan: stopped by {trainer.stopped_by} at step {trainer.step} of {trainer.cfg.steps}; checkpoint "
+              f"saved: rerun the same command to continue", file=sys.stderr)
+        return EXIT_STOPPED
     summary = f"trained to step {trainer.step}; run folder: {trainer.run_dir}"
     if last:
         summary += f" (d_loss {last['d_loss']:.3f}, g_loss {last['g_loss']:.3f}, {last['images_per_s']:.0f} img/s)"
@@ -256,10 +273,13 @@ def _guard(fn) -> int:
         return int(fn() or 0)
     except FastGANError as e:
         print(f"fastgan: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
+    except OSError as e:  # a path the user gave that cannot be read or written: one line, not a traceback
+        print(f"fastgan: error: {storage_error(e, 'use')}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("fastgan: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_ABORTED
     except json.JSONDecodeError as e:  # a hand-edited config file
         print(f"fastgan: error: invalid JSON ({e.msg})", file=sys.stderr)
-        return 2
+        return EXIT_ERROR

@@ -23,7 +23,7 @@ import socket
 from pathlib import Path
 from typing import Optional
 
-from .errors import FastGANError, StorageError
+from .errors import FastGANError, storage_error
 from .files import atomic_write
 
 LOCK_FILE = ".lock"
@@ -72,8 +72,7 @@ class RunLock:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
-            raise StorageError(f"cannot create the lock file '{self.path}': {e.strerror or e}; "
-                               "use a writable --out") from None
+            raise storage_error(e, "write into the run folder", self.run_dir) from None
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -156,5 +155,5 @@ def rewind_metrics(run_dir: os.PathLike | str, step: int) -> Optional[Path]:
         if new != text:
             atomic_write(path, new)
     except OSError as e:
-        raise StorageError(f"cannot update '{path}': {e.strerror or e}; check the run folder's permissions") from None
+        raise storage_error(e, "update", path) from None
     return None

@@ -30,12 +30,14 @@ import torch
 from torch import nn
 
 from .checkpoint import (clean_stale_temporaries, latest_checkpoint, load_module_weights, read_models, read_state,
-                         save_checkpoint)
+                         save_checkpoint, select_checkpoint)
+from .checkpoint_store import step_of
 from .config import TrainConfig
 from .engine import Engine, EngineOptions, resolve_device, resolve_plan
-from .errors import CheckpointError, ConfigError, TrainingError
+from .errors import CheckpointError, ConfigError, StorageError, TrainingError, storage_error
 from .files import atomic_write
 from .metrics import plot_history
+from .run_folder import RunLock, rewind_metrics
 from .tasks import NoiseToImage, Step, Task
 from .tensorboard_log import TensorBoardLog, require_tensorboard
 from .version import __version__
@@ -95,11 +97,15 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self._stop_requested = False
         self._tb: Optional[TensorBoardLog] = None  # open during fit() when cfg.tensorboard
+        self.stopped_by: Optional[str] = None  # the signal that stopped the last fit() early, if one did
+        self._saving = False                    # a second signal waits until the checkpoint is written
+        self._abort_after_save = False
+        self._resumed = resume
         # a later torchrun: only rank 0 writes the run folder
         self.writes = not (torch.distributed.is_available() and torch.distributed.is_initialized()) \
             or torch.distributed.get_rank() == 0
-        if resume and latest_checkpoint(self.run_dir) is not None:
-            self.load_checkpoint(latest_checkpoint(self.run_dir))
+        if resume:
+            self._resume()
 
     @property
     def cfg(self):
@@ -116,8 +122,11 @@ class Trainer:
         """Train until ``steps`` iterations in total (default: ``cfg.steps``).
 
         Writes into ``cfg.out``: ``config.json``, ``metrics.jsonl``, sample
-        figures in ``samples/`` and checkpoints in ``checkpoints/``. Ctrl-C
-        stops after the current step and saves a checkpoint (a second Ctrl-C aborts).
+        figures in ``samples/`` and checkpoints in ``checkpoints/``, holding the
+        folder's lock meanwhile (a second trainer on it gets
+        :class:`~fastgan.run_folder.RunLockedError`). Ctrl-C or SIGTERM stops
+        after the current step and saves a checkpoint, and ``stopped_by`` names
+        the signal; a second one aborts (after a checkpoint save in progress).
 
         The learning-rate decay (``lr_decay``) spans the ``steps`` the Trainer
         was built with, so stopping early with ``fit(n)`` and resuming later
@@ -135,7 +144,8 @@ class Trainer:
             raise ConfigError(f"steps must be non-negative, got {total}")
         if steps is not None:
             self.task.cfg = dataclasses.replace(self.cfg, steps=total)
-        with self._run_folder(), self._tensorboard():
+        self._stop_requested, self.stopped_by = False, None
+        with self._run_folder(), self._tensorboard(), self._graceful_interrupt():
             self._train_to(total)
         return self
 
@@ -150,29 +160,31 @@ class Trainer:
         bar = tqdm(total=total, initial=self.step, unit="step", dynamic_ncols=True, disable=not cfg.progress,
                    desc=f"fastgan {Path(cfg.out).name}")
         window_t0, window_step = time.perf_counter(), self.step
-        with self._graceful_interrupt():
-            while self.step < total and not self._stop_requested:
-                self._iteration()
-                bar.update(1)
-                last = self.step == total or self._stop_requested
-                if self.step % cfg.log_every == 0 or last:
-                    rec = self._log(window_t0, window_step)
-                    if not all(math.isfinite(rec[k]) for k in self.stats.names if k in rec):
-                        bar.close()  # stop before any sample or checkpoint of this step
-                        raise TrainingError(f"losses became non-finite at step {self.step}; the last checkpoint "
-                                            "is kept; try a lower learning rate or --amp none")
-                    bar.set_postfix({k: f"{rec[v]:.3f}" for k, v in self.task.progress_keys.items() if v in rec},
-                                    refresh=False)
-                    window_t0, window_step = time.perf_counter(), self.step
-                if cfg.eval_every and self.step % cfg.eval_every == 0 and not last:
-                    self._evaluate()
-                if cfg.sample_every and self.step % cfg.sample_every == 0 and not last:
-                    self.save_samples()
-                if cfg.ckpt_every and self.step % cfg.ckpt_every == 0 and not last:
-                    self.save_checkpoint()
+        while self.step < total and not self._stop_requested:
+            self._iteration()
+            bar.update(1)
+            last = self.step == total or self._stop_requested
+            if self.step % cfg.log_every == 0 or last:
+                rec = self._log(window_t0, window_step)
+                if not all(math.isfinite(rec[k]) for k in self.stats.names if k in rec):
+                    bar.close()  # stop before any sample or checkpoint of this step
+                    raise TrainingError(f"losses became non-finite at step {self.step}; the last checkpoint "
+                                        "is kept; try a lower learning rate or --amp none")
+                bar.set_postfix({k: f"{rec[v]:.3f}" for k, v in self.task.progress_keys.items() if v in rec},
+                                refresh=False)
+                window_t0, window_step = time.perf_counter(), self.step
+            if cfg.eval_every and self.step % cfg.eval_every == 0 and not last:
+                self._evaluate()
+            if cfg.sample_every and self.step % cfg.sample_every == 0 and not last:
+                self.save_samples()
+            if cfg.ckpt_every and self.step % cfg.ckpt_every == 0 and not last:
+                self.save_checkpoint()
         bar.close()
-        if self._stop_requested:
-            warnings.warn(f"training interrupted at step {self.step}; checkpoint saved, rerun to continue")
+        if self._stop_requested and self.step < total:  # a grace period is short: the checkpoint, no evaluation
+            self.save_checkpoint()
+            warnings.warn(f"training stopped by {self.stopped_by} at step {self.step}; checkpoint saved, "
+                          "rerun to continue")
+            return
         if cfg.eval_every:
             self._evaluate()
         self._write_outputs(final=True)
@@ -206,34 +218,73 @@ class Trainer:
 
     @contextlib.contextmanager
     def _graceful_interrupt(self) -> Iterator[None]:
-        """First Ctrl-C: finish the current step, checkpoint, stop. Second: abort."""
+        """First Ctrl-C or SIGTERM: finish the current step, checkpoint, stop. A second one aborts,
+        but never inside a checkpoint save: that finishes first."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
 
         def handler(signum, frame):
-            if self._stop_requested:
+            if not self._stop_requested:
+                self._stop_requested = True
+                self.stopped_by = signal.Signals(signum).name
+            elif self._saving:
+                self._abort_after_save = True
+            else:
                 raise KeyboardInterrupt
-            self._stop_requested = True
 
-        previous = signal.signal(signal.SIGINT, handler)
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for s, h in previous.items():
+                signal.signal(s, h)
 
     @contextlib.contextmanager
     def _run_folder(self) -> Iterator[None]:
-        """The run folder, claimed for one :meth:`fit`: made, cleaned of half-written checkpoints, config saved.
+        """The run folder, claimed for one :meth:`fit`: locked, recovered, its log rewound, config saved.
 
-        The one place a run takes its folder and gives it back, so a lock
-        held for the whole fit belongs here.
+        The lock (:class:`~fastgan.run_folder.RunLock`) is held until the fit
+        ends; an operating-system error while writing becomes one line naming the path.
         """
-        if self.writes:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+        if not self.writes:
+            yield
+            return
+        lock = RunLock(self.run_dir).acquire()   # RunLockedError when another trainer holds the folder
+        try:
             clean_stale_temporaries(self.run_dir)
+            newest = latest_checkpoint(self.run_dir)
+            if self._resumed and newest is not None and step_of(newest) > self.step:
+                raise CheckpointError(f"run folder '{self.run_dir}' now holds {newest.name}, beyond step {self.step} "
+                                      "this Trainer started from: another process trained it meanwhile; build a new "
+                                      "Trainer to continue from there")
+            rewind_metrics(self.run_dir, self.step)   # lines past the checkpoint are written again
             atomic_write(self.run_dir / "config.json", json.dumps(self.cfg.to_dict(), indent=2) + "\n")
-        yield
+            yield
+        except StorageError:
+            raise
+        except OSError as e:
+            raise storage_error(e, "write into the run folder", e.filename or self.run_dir) from None
+        finally:
+            lock.release()
+
+    def _resume(self) -> None:
+        """Load the newest intact checkpoint, once what an interrupted save left is recovered (under the lock)."""
+        if not self.run_dir.is_dir():
+            return
+        try:
+            lock = RunLock(self.run_dir).acquire() if self.writes else None
+        except StorageError:  # a folder this process cannot write: read it as it is, recover nothing
+            lock = None
+        try:
+            if lock is not None:
+                clean_stale_temporaries(self.run_dir)
+            ckpt = select_checkpoint(self.run_dir, set_aside=lock is not None)
+            if ckpt is not None:
+                self.load_checkpoint(ckpt)
+        finally:
+            if lock is not None:
+                lock.release()
 
     @contextlib.contextmanager
     def _tensorboard(self) -> Iterator[None]:
@@ -257,8 +308,12 @@ class Trainer:
     def _record(self, rec: dict[str, Any]) -> None:
         self.history.append(rec)
         if self.writes:
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(rec) + "\n")
+            path = self.run_dir / "metrics.jsonl"
+            try:
+                with open(path, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+            except OSError as e:  # a full disk names no file on write(): name it here
+                raise storage_error(e, "append to", path) from None
             if self._tb is not None:
                 self._tb.record(rec)
 
@@ -313,8 +368,15 @@ class Trainer:
         meta = {"fastgan_version": __version__, "config": json.dumps(self.cfg.to_dict()),
                 "config_hash": self.cfg.config_hash(), **self.task.checkpoint_metadata()}
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        return save_checkpoint(self.run_dir, self.step, networks=self.task.networks(), state=state,
-                               metadata=meta, keep=self.cfg.keep_ckpts)
+        self._saving = True
+        try:
+            return save_checkpoint(self.run_dir, self.step, networks=self.task.networks(), state=state,
+                                   metadata=meta, keep=self.cfg.keep_ckpts)
+        finally:
+            self._saving = False
+            if self._abort_after_save:  # the second Ctrl-C / SIGTERM came during the save
+                self._abort_after_save = False
+                raise KeyboardInterrupt
 
     def load_checkpoint(self, ckpt: Union[str, os.PathLike]) -> None:
         """Restore networks, optimisers, random state and step from a checkpoint folder.
@@ -347,9 +409,15 @@ class Trainer:
                     scaler.load_state_dict(state[key])  # fills the scale tensors in place
             self.task.load_state_dict(state)
             self.stats.buffer.copy_(state["stats"])
-        except (KeyError, ValueError, RuntimeError) as e:
+            torch.set_rng_state(state["torch_rng"])
+            step = int(state["step"])
+            history = json.loads(state.get("history", "[]"))
+            if not isinstance(history, list):
+                raise TypeError(f"history is a {type(history).__name__}, not a list")
+        except (KeyError, ValueError, RuntimeError, TypeError, AttributeError, IndexError) as e:
+            # any of these from a state.pt of the wrong structure (a missing key, a list for a dict, ...)
+            detail = str(e).splitlines()[0] if str(e) else ""
             raise CheckpointError(f"checkpoint '{ckpt}' holds an unusable training state ({type(e).__name__}: "
-                                  f"{str(e).splitlines()[0] if str(e) else ''})") from None
-        torch.set_rng_state(state["torch_rng"])
-        self.step = int(state["step"])
-        self.history = json.loads(state.get("history", "[]"))
+                                  f"{detail[:200]})") from None
+        self.step = step
+        self.history = history
