@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
@@ -115,6 +116,7 @@ class TrainConfig:
             if not cond:
                 raise ConfigError(msg)
 
+        self._check_types()
         for f in fields(self):
             v = getattr(self, f.name)
             if f.name in _POSITIVE_INTS:
@@ -160,6 +162,31 @@ class TrainConfig:
         need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
              f"unknown device {self.device!r}; use auto, cpu, cuda or cuda:N")
         return self
+
+    def _check_types(self) -> None:
+        """Refuse a value of the wrong type (from JSON or Python) before any range check reads it.
+
+        ``"progress": "no"`` is a string, not false; ``augment: ["flip"]`` a list, not a string.
+        """
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            v, hint = getattr(self, f.name), hints[f.name]
+            optional = typing.get_origin(hint) is typing.Union
+            base = typing.get_args(hint)[0] if optional else hint
+            if v is None and optional:
+                continue
+            if base is bool:
+                ok, want = isinstance(v, bool), "true or false"
+            elif base is int:
+                ok, want = isinstance(v, int) and not isinstance(v, bool), "an integer"
+            elif base is float:
+                ok, want = isinstance(v, (int, float)) and not isinstance(v, bool), "a number"
+            else:
+                ok, want = isinstance(v, str), "a string"
+            if not ok:
+                hint_text = " (comma-separated names, e.g. 'flip,translation')" if f.name in _LIST_STRINGS else ""
+                raise ConfigError(f"{f.name} must be {want}{' or null' if optional else ''}{hint_text}, "
+                                  f"got {type(v).__name__} {v!r:.60}")
 
     # ------------------------------------------------------------------ helpers
     def augment_list(self) -> list[str]:
@@ -227,6 +254,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         """Build a config from a dict, rejecting unknown keys with a clear error."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config must be a JSON object of field: value pairs, got a {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -262,6 +291,7 @@ class TrainConfig:
 
 _POSITIVE_INTS = {"g_depth", "d_depth", "n_critic", "pack", "log_every", "keep_ckpts"}
 _NONNEG_INTS = {"seed", "sample_every", "ckpt_every", "eval_every"}
+_LIST_STRINGS = {"augment", "eval_metrics"}   # lists written as one comma-separated string
 _OPTIONAL_POSITIVE_INTS = {"resolution", "z_dim", "g_width", "d_width", "steps", "batch_size", "r1_every"}
 _NONNEG_FLOATS = {"gp_weight", "r1_gamma", "lr_g", "lr_d", "ema_decay", "augment_p"}
 

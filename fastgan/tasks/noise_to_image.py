@@ -29,6 +29,7 @@ from ..images import plot_points, save_image_grid
 from ..kernels import use_impl
 from ..metrics import check_metrics, evaluate
 from ..models import build_models, r1_in_input_units, score_real_and_fake
+from ..models.contract import check_networks, require_module
 from ..sampling import default_class_names, generate, recompute_standing_stats
 from ..stats import RunningStats
 from .base import Step, Task
@@ -55,6 +56,8 @@ class NoiseToImage(Task):
                  discriminator: Optional[nn.Module] = None) -> None:
         self.engine = engine
         self.device = device = engine.device
+        require_module(generator, "generator")   # before any loading: generator="dcgan" is one line
+        require_module(discriminator, "discriminator")
         # ---- data (on the training device, uint8 for images), then the config resolved for it
         if data is not None:
             cfg = dataclasses.replace(cfg, data="<custom>")
@@ -82,6 +85,10 @@ class NoiseToImage(Task):
                             point_scale=self.data.scale)
         self.G: nn.Module = (generator if generator is not None else G).to(device)
         self.D: nn.Module = (discriminator if discriminator is not None else D).to(device)
+        if generator is not None or discriminator is not None:  # networks the user brought: their shapes, once
+            check_networks(self.G, self.D, z_dim=int(getattr(self.G, "z_dim", cfg.z_dim)),
+                           num_classes=self.num_classes, pack=cfg.pack, device=device,
+                           sample_shape=(2,) if points else (self.data.channels, cfg.resolution, cfg.resolution))
         engine.prepare_networks(self.G, self.D)  # memory format, kernels (before the EMA copy)
         self.custom_generator = generator is not None
         self.z_dim = int(getattr(self.G, "z_dim", cfg.z_dim))
