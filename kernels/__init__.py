@@ -19,7 +19,7 @@ Public API::
 Inside: ``dispatch`` (Triton import, implementation switch, launch path), ``ops``
 (custom-op glue), ``tiles`` (tile sizes, TUNING, shared Triton helpers),
 ``activations`` (references and kernel twins), then one file per op, each reading
-public op -> custom op(s) -> kernels.
+public op -> custom op(s) -> kernels (batch norm's six kernels in ``batch_norm_kernels``).
 """
 
 from .activations import ACTS

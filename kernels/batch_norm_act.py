@@ -23,11 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .activations import act_derivative, act_forward, act_ref, check_act
-from .dispatch import jit, resolve_impl, tl, wrap_triton
+from .activations import act_ref, check_act
+from .batch_norm_kernels import (bn_apply_kernel, bn_bwd_dx_kernel, bn_bwd_reduce_kernel, bn_stats_combine_kernel,
+                                 bn_stats_kernel)
+from .dispatch import resolve_impl, wrap_triton
 from .ops import refuse_double_backward, triton_op
-from .tiles import (TUNING, ChannelView, TilePlan, cdiv, channel_sum, combine_blocks, dense_for_channels, grid_1d,
-                    match_layout, per_channel, reduction_programs, sum_partials, tile_coords, tile_offsets)
+from .tiles import (TUNING, ChannelView, TilePlan, cdiv, combine_blocks, dense_for_channels, grid_1d, match_layout,
+                    reduction_programs, sum_partials)
 
 
 def _check_args(x, weight, bias, running_mean, running_var, training):
@@ -110,217 +112,6 @@ def _batch_norm_explicit(xf, w, b, running_mean, running_var, training, momentum
     return y
 
 
-# ----------------------------------------------------------------------------- Triton kernels
-# Forward:  stats pass (partial shifted sums per row group) -> combine (mean, rstd,
-#           running-stat update) -> normalise + activate pass.
-# Backward: reduction pass (partial sums of du and du * xhat) -> combine -> dx pass.
-# x is viewed as (O, C, I): NCHW = (N, C, H*W), channels_last = (N*H*W, C, 1).
-
-@jit
-def _bn_stats_kernel(
-    x_ptr,     # input (O, C, I) view, any float dtype
-    part_ptr,  # fp32 (G, 2, C): per-group sum(x - shift) and sum((x - shift)^2)
-    O, C, I, c_blocks, rows_per_group,
-    ROWS: tl.constexpr, BIG: tl.constexpr,
-    BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
-):
-    """Program (g, cb): shifted sums over rows [g * rows_per_group, +rows_per_group) of channel block cb.
-
-    The shift is x[0, c, 0] (the same for every program), which keeps E[(x-s)^2] - E[x-s]^2
-    free of the cancellation that plain sum/sum-of-squares suffers when |mean| >> std.
-    """
-    g = tl.program_id(0) // c_blocks
-    c0 = (tl.program_id(0) % c_blocks) * BLOCK_C
-    c = c0 + tl.arange(0, BLOCK_C)
-    shift = per_channel(tl.load(x_ptr + c * I, mask=c < C, other=0.0).to(tl.float32), ROWS)
-    if ROWS:
-        acc1 = tl.zeros([BLOCK_O, BLOCK_C], tl.float32)
-        acc2 = tl.zeros([BLOCK_O, BLOCK_C], tl.float32)
-    else:
-        acc1 = tl.zeros([BLOCK_O, BLOCK_C, BLOCK_I], tl.float32)
-        acc2 = tl.zeros([BLOCK_O, BLOCK_C, BLOCK_I], tl.float32)
-    o_start = g * rows_per_group
-    for o0 in range(o_start, o_start + rows_per_group, BLOCK_O):
-        for i0 in range(0, I, BLOCK_I):
-            offs, mask, c = tile_offsets(o0, c0, i0, O, C, I, BLOCK_O, BLOCK_C, BLOCK_I, ROWS, BIG)
-            v = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-            v = tl.where(mask, v - shift, 0.0)
-            acc1 += v
-            acc2 += v * v
-    base = part_ptr + g * 2 * C + c
-    tl.store(base, channel_sum(acc1, ROWS), mask=c < C)
-    tl.store(base + C, channel_sum(acc2, ROWS), mask=c < C)
-
-
-@jit
-def _bn_stats_combine_kernel(
-    part_ptr,  # fp32 (G, 2, C) from _bn_stats_kernel
-    x_ptr,     # input (for the shift x[0, c, 0])
-    mean_ptr,  # fp32 (C,) out: batch mean
-    rstd_ptr,  # fp32 (C,) out: 1 / sqrt(biased batch variance + eps)
-    rm_ptr,    # running mean (C,) with stride rm_stride, updated in place; unused when HAS_RUNNING is False
-    rv_ptr,    # running variance (C,) with stride rv_stride, updated in place with the unbiased variance
-    G, C, I, n, eps, momentum, rm_stride, rv_stride,
-    HAS_RUNNING: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_C: tl.constexpr,
-):
-    """Sum the partials in a fixed order (deterministic), then mean / rstd / running update."""
-    c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
-    cm = c < C
-    s1 = tl.zeros([BLOCK_G, BLOCK_C], tl.float32)
-    s2 = tl.zeros([BLOCK_G, BLOCK_C], tl.float32)
-    for g0 in range(0, G, BLOCK_G):
-        g = g0 + tl.arange(0, BLOCK_G)
-        m = (g[:, None] < G) & cm[None, :]
-        p = part_ptr + g[:, None] * 2 * C + c[None, :]
-        s1 += tl.load(p, mask=m, other=0.0)
-        s2 += tl.load(p + C, mask=m, other=0.0)
-    d = tl.sum(s1, axis=0) / n
-    var = tl.maximum(tl.sum(s2, axis=0) / n - d * d, 0.0)
-    mean = tl.load(x_ptr + c * I, mask=cm, other=0.0).to(tl.float32) + d
-    tl.store(mean_ptr + c, mean, mask=cm)
-    tl.store(rstd_ptr + c, tl.rsqrt(var + eps), mask=cm)
-    if HAS_RUNNING:
-        rm = tl.load(rm_ptr + c * rm_stride, mask=cm, other=0.0).to(tl.float32)
-        rv = tl.load(rv_ptr + c * rv_stride, mask=cm, other=0.0).to(tl.float32)
-        unbiased = var * (n / (n - 1.0))
-        tl.store(rm_ptr + c * rm_stride, (rm + momentum * (mean - rm)).to(rm_ptr.dtype.element_ty), mask=cm)
-        tl.store(rv_ptr + c * rv_stride, (rv + momentum * (unbiased - rv)).to(rv_ptr.dtype.element_ty), mask=cm)
-
-
-@jit
-def _channel_params(mean_ptr, rstd_ptr, w_ptr, b_ptr, c, C, eps,
-                    STATS_ARE_VAR: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Per-channel mean, rstd, weight, bias as fp32 [BLOCK_C] vectors."""
-    cm = c < C
-    mean = tl.load(mean_ptr + c, mask=cm, other=0.0).to(tl.float32)
-    rstd = tl.load(rstd_ptr + c, mask=cm, other=1.0).to(tl.float32)
-    if STATS_ARE_VAR:  # eval mode: rstd_ptr holds the running variance
-        rstd = tl.rsqrt(rstd + eps)
-    if HAS_W:
-        w = tl.load(w_ptr + c, mask=cm, other=0.0).to(tl.float32)
-    else:
-        w = tl.full([BLOCK_C], 1.0, tl.float32)
-    if HAS_B:
-        b = tl.load(b_ptr + c, mask=cm, other=0.0).to(tl.float32)
-    else:
-        b = tl.zeros([BLOCK_C], tl.float32)
-    return mean, rstd, w, b
-
-
-@jit
-def _bn_apply_kernel(
-    x_ptr,     # input (O, C, I) view
-    mean_ptr,  # fp32 (C,) batch mean, or the running mean (eval)
-    rstd_ptr,  # fp32 (C,) batch rstd, or the running variance when STATS_ARE_VAR
-    w_ptr,     # weight (C,); unused when HAS_W is False
-    b_ptr,     # bias (C,); unused when HAS_B is False
-    y_ptr,     # output, same layout and dtype as x
-    O, C, I, eps, alpha, o_blocks, c_blocks, i_blocks,
-    STATS_ARE_VAR: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr,
-    ROWS: tl.constexpr, BIG: tl.constexpr,
-    BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
-):
-    """One tile per program: y = act((x - mean) * rstd * w + b)."""
-    ob, cb, ib = tile_coords(tl.program_id(0), c_blocks, i_blocks)
-    # NOTE: rows in reverse order: the first tiles read are those the statistics pass read last
-    # (likely still in L2); unmeasured on a GPU.
-    ob = o_blocks - 1 - ob
-    c0 = cb * BLOCK_C
-    c = c0 + tl.arange(0, BLOCK_C)
-    mean, rstd, w, b = _channel_params(mean_ptr, rstd_ptr, w_ptr, b_ptr, c, C, eps, STATS_ARE_VAR, HAS_W, HAS_B,
-                                     BLOCK_C)
-    scale = per_channel(rstd * w, ROWS)
-    offs, mask, c = tile_offsets(ob * BLOCK_O, c0, ib * BLOCK_I, O, C, I, BLOCK_O, BLOCK_C, BLOCK_I, ROWS, BIG)
-    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    u = (x - per_channel(mean, ROWS)) * scale + per_channel(b, ROWS)
-    tl.store(y_ptr + offs, act_forward(u, alpha, ACT).to(y_ptr.dtype.element_ty), mask=mask)
-
-
-@jit
-def _bn_bwd_reduce_kernel(
-    dy_ptr,    # upstream gradient (O, C, I), same layout as x
-    x_ptr,     # saved input (O, C, I)
-    mean_ptr,  # fp32 (C,) mean used in the forward
-    rstd_ptr,  # fp32 (C,) rstd used in the forward (running variance when STATS_ARE_VAR)
-    w_ptr,     # weight (C,); unused when HAS_W is False
-    b_ptr,     # bias (C,); unused when HAS_B is False
-    part_ptr,  # fp32 (G, 2, C) out: per-group sum(du) and sum(du * xhat)
-    dx_ptr,    # gradient of x (eval mode only: WRITE_DX); unused otherwise
-    O, C, I, c_blocks, rows_per_group, eps, alpha,
-    STATS_ARE_VAR: tl.constexpr, HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr,
-    WRITE_DX: tl.constexpr, ROWS: tl.constexpr, BIG: tl.constexpr,
-    BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
-):
-    """Program (g, cb): du = dy * act'(u) recomputed from x; sums du and du * xhat per channel.
-
-    With running statistics (eval) dx = du * w * rstd needs no reduction and is written here too.
-    """
-    g = tl.program_id(0) // c_blocks
-    c0 = (tl.program_id(0) % c_blocks) * BLOCK_C
-    c = c0 + tl.arange(0, BLOCK_C)
-    mean, rstd, w, b = _channel_params(mean_ptr, rstd_ptr, w_ptr, b_ptr, c, C, eps, STATS_ARE_VAR, HAS_W, HAS_B,
-                                     BLOCK_C)
-    mean_t = per_channel(mean, ROWS)
-    rstd_t = per_channel(rstd, ROWS)
-    w_t = per_channel(w, ROWS)
-    b_t = per_channel(b, ROWS)
-    if ROWS:
-        acc1 = tl.zeros([BLOCK_O, BLOCK_C], tl.float32)
-        acc2 = tl.zeros([BLOCK_O, BLOCK_C], tl.float32)
-    else:
-        acc1 = tl.zeros([BLOCK_O, BLOCK_C, BLOCK_I], tl.float32)
-        acc2 = tl.zeros([BLOCK_O, BLOCK_C, BLOCK_I], tl.float32)
-    o_start = g * rows_per_group
-    for o0 in range(o_start, o_start + rows_per_group, BLOCK_O):
-        for i0 in range(0, I, BLOCK_I):
-            offs, mask, c = tile_offsets(o0, c0, i0, O, C, I, BLOCK_O, BLOCK_C, BLOCK_I, ROWS, BIG)
-            x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-            du = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)  # masked lanes: du = 0
-            xhat = (x - mean_t) * rstd_t
-            if ACT != "linear":
-                du = du * act_derivative(xhat * w_t + b_t, alpha, ACT)
-            acc1 += du
-            acc2 += du * xhat
-            if WRITE_DX:
-                tl.store(dx_ptr + offs, (du * w_t * rstd_t).to(dx_ptr.dtype.element_ty), mask=mask)
-    base = part_ptr + g * 2 * C + c
-    tl.store(base, channel_sum(acc1, ROWS), mask=c < C)
-    tl.store(base + C, channel_sum(acc2, ROWS), mask=c < C)
-
-
-@jit
-def _bn_bwd_dx_kernel(
-    dy_ptr,    # upstream gradient, same layout as x
-    x_ptr,     # saved input (O, C, I)
-    mean_ptr,  # fp32 (C,) batch mean
-    rstd_ptr,  # fp32 (C,) batch rstd
-    w_ptr,     # weight (C,); unused when HAS_W is False
-    b_ptr,     # bias (C,); unused when HAS_B is False
-    sums_ptr,  # fp32 (2, C): sum(du) (= dbias) then sum(du * xhat) (= dweight)
-    dx_ptr,    # out: gradient of x, same layout and dtype as x
-    O, C, I, inv_n, alpha, o_blocks, c_blocks, i_blocks,
-    HAS_W: tl.constexpr, HAS_B: tl.constexpr, ACT: tl.constexpr,
-    ROWS: tl.constexpr, BIG: tl.constexpr,
-    BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
-):
-    """One tile per program: dx = rstd * w * (du - mean(du) - xhat * mean(du * xhat))."""
-    ob, cb, ib = tile_coords(tl.program_id(0), c_blocks, i_blocks)
-    ob = o_blocks - 1 - ob  # reverse row order for L2 reuse, as in _bn_apply_kernel
-    c0 = cb * BLOCK_C
-    c = c0 + tl.arange(0, BLOCK_C)
-    mean, rstd, w, b = _channel_params(mean_ptr, rstd_ptr, w_ptr, b_ptr, c, C, 0.0, False, HAS_W, HAS_B, BLOCK_C)
-    m1 = tl.load(sums_ptr + c, mask=c < C, other=0.0) * inv_n
-    m2 = tl.load(sums_ptr + C + c, mask=c < C, other=0.0) * inv_n
-    offs, mask, c = tile_offsets(ob * BLOCK_O, c0, ib * BLOCK_I, O, C, I, BLOCK_O, BLOCK_C, BLOCK_I, ROWS, BIG)
-    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    du = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    xhat = (x - per_channel(mean, ROWS)) * per_channel(rstd, ROWS)
-    if ACT != "linear":
-        du = du * act_derivative(xhat * per_channel(w, ROWS) + per_channel(b, ROWS), alpha, ACT)
-    dx = per_channel(rstd * w, ROWS) * (du - per_channel(m1, ROWS) - xhat * per_channel(m2, ROWS))
-    tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
-
-
 # ----------------------------------------------------------------------------- public op -> custom ops -> kernels
 def batch_norm_act(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
                    running_mean: torch.Tensor | None, running_var: torch.Tensor | None, training: bool,
@@ -352,7 +143,7 @@ def batch_norm_act(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Ten
     _check_args(x, weight, bias, running_mean, running_var, training)
     x = dense_for_channels(x, 1)
     # The kernels index per-channel vectors densely: strided or expanded views cost a C-value copy.
-    # The running stats are written in place, with their own strides (see _bn_stats_combine_kernel).
+    # The running stats are written in place, with their own strides (see bn_stats_combine_kernel).
     weight = None if weight is None else weight.contiguous()
     bias = None if bias is None else bias.contiguous()
     batch_stats = training or running_mean is None
@@ -379,13 +170,13 @@ def _bn_stats(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: t
     rstd = torch.empty_like(mean)
     plan, groups, rows_per_group = _reduce_plan(x, view)
     part = torch.empty((groups, 2, view.C), device=x.device, dtype=torch.float32)
-    wrap_triton(_bn_stats_kernel)[grid_1d(groups * plan.c_blocks)](
+    wrap_triton(bn_stats_kernel)[grid_1d(groups * plan.c_blocks)](
         x, part, view.O, view.C, view.I, plan.c_blocks, rows_per_group,
         ROWS=view.rows, BIG=view.big, BLOCK_O=plan.BLOCK_O, BLOCK_C=plan.BLOCK_C, BLOCK_I=plan.BLOCK_I,
         num_warps=TUNING["warps_reduce"])
     block_c, block_g = combine_blocks(groups, view.C)
     has_running = running_mean is not None
-    wrap_triton(_bn_stats_combine_kernel)[grid_1d(cdiv(view.C, block_c))](
+    wrap_triton(bn_stats_combine_kernel)[grid_1d(cdiv(view.C, block_c))](
         part, x, mean, rstd, running_mean if has_running else mean, running_var if has_running else rstd,
         groups, view.C, view.I, float(view.O * view.I), eps, momentum,
         running_mean.stride(0) if has_running else 1, running_var.stride(0) if has_running else 1,
@@ -401,7 +192,7 @@ def _bn_act_fwd(x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, weight:
         return y
     view = ChannelView(x, 1)
     plan = TilePlan(view, TUNING["tile_elementwise"], TUNING["max_block_c"])
-    wrap_triton(_bn_apply_kernel)[grid_1d(plan.tiles)](
+    wrap_triton(bn_apply_kernel)[grid_1d(plan.tiles)](
         x, mean, rstd, mean if weight is None else weight, mean if bias is None else bias, y,
         view.O, view.C, view.I, eps, alpha, plan.o_blocks, plan.c_blocks, plan.i_blocks,
         STATS_ARE_VAR=not batch_stats, HAS_W=weight is not None, HAS_B=bias is not None, ACT=act,
@@ -425,7 +216,7 @@ def _bn_act_bwd(dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, rstd: tor
     part = torch.empty((groups, 2, view.C), device=x.device, dtype=torch.float32)
     w_arg = mean if weight is None else weight
     b_arg = mean if bias is None else bias
-    wrap_triton(_bn_bwd_reduce_kernel)[grid_1d(groups * plan.c_blocks)](
+    wrap_triton(bn_bwd_reduce_kernel)[grid_1d(groups * plan.c_blocks)](
         dy, x, mean, rstd, w_arg, b_arg, part, dx if write_dx_here else part,
         view.O, view.C, view.I, plan.c_blocks, rows_per_group, eps, alpha,
         STATS_ARE_VAR=not batch_stats, HAS_W=weight is not None, HAS_B=bias is not None, ACT=act,
@@ -434,7 +225,7 @@ def _bn_act_bwd(dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, rstd: tor
     sums = sum_partials(part.view(groups, 2 * view.C), torch.empty(2, view.C, device=x.device, dtype=torch.float32))
     if need_dx and batch_stats:
         ew = TilePlan(view, TUNING["tile_elementwise"], TUNING["max_block_c"])
-        wrap_triton(_bn_bwd_dx_kernel)[grid_1d(ew.tiles)](
+        wrap_triton(bn_bwd_dx_kernel)[grid_1d(ew.tiles)](
             dy, x, mean, rstd, w_arg, b_arg, sums, dx,
             view.O, view.C, view.I, 1.0 / (view.O * view.I), alpha, ew.o_blocks, ew.c_blocks, ew.i_blocks,
             HAS_W=weight is not None, HAS_B=bias is not None, ACT=act, ROWS=view.rows, BIG=view.big,

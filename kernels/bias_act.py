@@ -10,8 +10,8 @@ from torch import nn
 from .activations import act_derivative, act_forward, act_ref, check_act
 from .dispatch import jit, resolve_impl, tl, wrap_triton
 from .ops import refuse_double_backward, triton_op
-from .tiles import (TUNING, ChannelView, TilePlan, channel_sum, dense_for_channels, grid_1d, match_layout,
-                    per_channel, reduction_programs, sum_partials, tile_coords, tile_offsets)
+from .tiles import (TUNING, ChannelView, TilePlan, cdiv, channel_sum, dense_for_channels, grid_1d, match_layout,
+                    next_pow2, per_channel, reduction_programs, sum_partials, tile_coords, tile_offsets, tile_zeros)
 
 
 # ----------------------------------------------------------------------------- reference
@@ -55,6 +55,36 @@ def _check_bias(x: torch.Tensor, b: torch.Tensor, dim: int) -> None:
 
 # ----------------------------------------------------------------------------- Triton kernels
 @jit
+def _value(u, alpha, gain, clamp, ACT: tl.constexpr, HAS_CLAMP: tl.constexpr):
+    """clamp(act(u) * gain) of fp32 ``u``."""
+    y = act_forward(u, alpha, ACT) * gain
+    if HAS_CLAMP:
+        y = tl.minimum(tl.maximum(y, -clamp), clamp)
+    return y
+
+
+@jit
+def _dz(dy_ptr, x_ptr, dx_ptr, offs, mask, b, alpha, gain, clamp,
+        HAS_BIAS: tl.constexpr, ACT: tl.constexpr, HAS_CLAMP: tl.constexpr, NEED_DX: tl.constexpr):
+    """dz = dy * d/du clamp(act(u) * gain), u = x + b, on one tile (``b`` broadcast against it); stores
+    it as dx when NEED_DX and returns it (for the bias gradient)."""
+    dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)  # masked lanes: dz = 0
+    if ACT == "linear" and not HAS_CLAMP:
+        dz = dy * gain
+    else:
+        u = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            u = u + b
+        d = act_derivative(u, alpha, ACT) * gain
+        if HAS_CLAMP:  # torch.clamp passes the gradient where |y| <= clamp (bounds included)
+            d = tl.where(tl.abs(act_forward(u, alpha, ACT) * gain) <= clamp, d, 0.0)
+        dz = dy * d
+    if NEED_DX:
+        tl.store(dx_ptr + offs, dz.to(dx_ptr.dtype.element_ty), mask=mask)
+    return dz
+
+
+@jit
 def _bias_act_fwd_kernel(
     x_ptr,  # input, dense (O, C, I) view, any float dtype
     b_ptr,  # bias (C,), any float dtype; unused when HAS_BIAS is False
@@ -70,12 +100,8 @@ def _bias_act_fwd_kernel(
                                  BLOCK_O, BLOCK_C, BLOCK_I, ROWS, BIG)
     u = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     if HAS_BIAS:
-        b = tl.load(b_ptr + c, mask=c < C, other=0.0).to(tl.float32)
-        u = u + per_channel(b, ROWS)
-    y = act_forward(u, alpha, ACT) * gain
-    if HAS_CLAMP:
-        y = tl.minimum(tl.maximum(y, -clamp), clamp)
-    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+        u = u + per_channel(tl.load(b_ptr + c, mask=c < C, other=0.0).to(tl.float32), ROWS)
+    tl.store(y_ptr + offs, _value(u, alpha, gain, clamp, ACT, HAS_CLAMP).to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @jit
@@ -92,37 +118,79 @@ def _bias_act_bwd_kernel(
     BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
 ):
     """Program (g, cb) walks rows [g * rows_per_group, +rows_per_group) of channel block cb:
-    dz = dy * d/du[clamp(act(u) * gain)], u = x + b; writes dx = dz and sums dz per channel."""
+    writes dx = dz and sums dz per channel."""
     g = tl.program_id(0) // c_blocks
     c0 = (tl.program_id(0) % c_blocks) * BLOCK_C
     c = c0 + tl.arange(0, BLOCK_C)
-    if HAS_BIAS:
-        b = per_channel(tl.load(b_ptr + c, mask=c < C, other=0.0).to(tl.float32), ROWS)
-    if ROWS:
-        acc = tl.zeros([BLOCK_O, BLOCK_C], tl.float32)
-    else:
-        acc = tl.zeros([BLOCK_O, BLOCK_C, BLOCK_I], tl.float32)
+    b = per_channel(tl.load(b_ptr + c, mask=(c < C) & HAS_BIAS, other=0.0).to(tl.float32), ROWS)
+    acc = tile_zeros(BLOCK_O, BLOCK_C, BLOCK_I, ROWS)
     o_start = g * rows_per_group
     for o0 in range(o_start, o_start + rows_per_group, BLOCK_O):
         for i0 in range(0, I, BLOCK_I):
             offs, mask, c = tile_offsets(o0, c0, i0, O, C, I, BLOCK_O, BLOCK_C, BLOCK_I, ROWS, BIG)
-            dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-            if ACT == "linear" and not HAS_CLAMP:
-                dz = dy * gain
-            else:
-                u = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-                if HAS_BIAS:
-                    u = u + b
-                d = act_derivative(u, alpha, ACT) * gain
-                if HAS_CLAMP:  # torch.clamp passes the gradient where |y| <= clamp (bounds included)
-                    d = tl.where(tl.abs(act_forward(u, alpha, ACT) * gain) <= clamp, d, 0.0)
-                dz = dy * d
-            if NEED_DX:
-                tl.store(dx_ptr + offs, dz.to(dx_ptr.dtype.element_ty), mask=mask)
+            dz = _dz(dy_ptr, x_ptr, dx_ptr, offs, mask, b, alpha, gain, clamp, HAS_BIAS, ACT, HAS_CLAMP, NEED_DX)
             if NEED_DB:
-                acc += dz  # masked lanes loaded dy = 0, so they add 0
+                acc += dz
     if NEED_DB:
         tl.store(part_ptr + g * C + c, channel_sum(acc, ROWS), mask=c < C)
+
+
+# Rows narrower than one 16-byte vector (an RGB image in channels_last, a 2-D point): a [rows, C]
+# tile would pad C to a power of two (idle lanes) and load row by row (2-byte loads), so these
+# kernels see the tensor as flat and find each element's channel as offset % C.
+@jit
+def _bias_act_flat_fwd_kernel(
+    x_ptr,  # input: n elements, rows of C contiguous channels
+    b_ptr,  # bias (C,); unused when HAS_BIAS is False
+    y_ptr,  # output, like x
+    n, alpha, gain, clamp,
+    C: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, HAS_CLAMP: tl.constexpr,
+    BIG: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """BLOCK contiguous elements per program: y = clamp(act(x + b) * gain)."""
+    pid = tl.program_id(0)
+    if BIG:
+        pid = pid.to(tl.int64)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    u = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        u = u + tl.load(b_ptr + offs % C).to(tl.float32)  # C values: served from L1
+    tl.store(y_ptr + offs, _value(u, alpha, gain, clamp, ACT, HAS_CLAMP).to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@jit
+def _bias_act_flat_bwd_kernel(
+    dy_ptr,    # upstream gradient, like x
+    x_ptr,     # saved input: n elements, rows of C contiguous channels
+    b_ptr,     # bias (C,); unused when HAS_BIAS is False
+    dx_ptr,    # output gradient of x; unused when NEED_DX is False
+    part_ptr,  # fp32 (G, C): per-group partial sums of dz; unused when NEED_DB is False
+    n, per_group, alpha, gain, clamp,
+    C: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, HAS_CLAMP: tl.constexpr,
+    NEED_DX: tl.constexpr, NEED_DB: tl.constexpr, BIG: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """Program g walks elements [g * per_group, +per_group) in steps of a whole number of rows, so each
+    lane keeps one channel (per_group is a multiple of the step); sums dz per lane, then per channel.
+    BLOCK >= 16 * C."""
+    STEP: tl.constexpr = BLOCK // (16 * C) * (16 * C)  # whole rows, and 16-element aligned for vector loads
+    g = tl.program_id(0)
+    if BIG:
+        g = g.to(tl.int64)
+    lane = tl.arange(0, BLOCK)
+    ch = lane % C
+    b = tl.load(b_ptr + ch, mask=HAS_BIAS, other=0.0).to(tl.float32)
+    acc = tl.zeros([BLOCK], tl.float32)
+    start = g * per_group
+    for s in range(start, start + per_group, STEP):
+        offs = s + lane
+        mask = (lane < STEP) & (offs < n)
+        dz = _dz(dy_ptr, x_ptr, dx_ptr, offs, mask, b, alpha, gain, clamp, HAS_BIAS, ACT, HAS_CLAMP, NEED_DX)
+        if NEED_DB:
+            acc += dz
+    if NEED_DB:
+        for k in tl.static_range(C):
+            tl.store(part_ptr + g * C + k, tl.sum(tl.where(ch == k, acc, 0.0), axis=0))
 
 
 # ----------------------------------------------------------------------------- public op -> custom ops -> kernels
@@ -160,6 +228,13 @@ def _bias_act_fwd(x: torch.Tensor, b: torch.Tensor | None, act: str, alpha: floa
     if x.numel() == 0:
         return y
     view = ChannelView(x, dim)
+    if _flat(view, x):
+        block = TUNING["tile_elementwise"]
+        wrap_triton(_bias_act_flat_fwd_kernel)[grid_1d(cdiv(view.numel, block))](
+            x, x if b is None else b, y, view.numel, alpha, gain, 0.0 if clamp is None else clamp,
+            C=view.C, HAS_BIAS=b is not None, ACT=act, HAS_CLAMP=clamp is not None, BIG=view.big, BLOCK=block,
+            num_warps=TUNING["warps_elementwise"])
+        return y
     plan = TilePlan(view, TUNING["tile_elementwise"], TUNING["max_block_c"])
     wrap_triton(_bias_act_fwd_kernel)[grid_1d(plan.tiles)](
         x, x if b is None else b, y, view.O, view.C, view.I, plan.c_blocks, plan.i_blocks, alpha, gain,
@@ -179,6 +254,20 @@ def _bias_act_bwd(dy: torch.Tensor, x: torch.Tensor, b: torch.Tensor | None, act
     if x.numel() == 0 or not (need_dx or db.numel()):
         return dx, db
     view = ChannelView(x, dim)
+    if _flat(view, x):
+        block = max(TUNING["tile_reduce"], next_pow2(16 * view.C))
+        step = block // (16 * view.C) * (16 * view.C)
+        per_group = cdiv(view.numel, reduction_programs(x.device) * step) * step
+        groups = cdiv(view.numel, per_group)
+        part = torch.empty((groups, view.C) if db.numel() else (0,), device=x.device, dtype=torch.float32)
+        wrap_triton(_bias_act_flat_bwd_kernel)[grid_1d(groups)](
+            dy, x, x if b is None else b, dx if need_dx else dy, part if db.numel() else dy,
+            view.numel, per_group, alpha, gain, 0.0 if clamp is None else clamp,
+            C=view.C, HAS_BIAS=b is not None, ACT=act, HAS_CLAMP=clamp is not None, NEED_DX=need_dx,
+            NEED_DB=bool(db.numel()), BIG=view.big, BLOCK=block, num_warps=TUNING["warps_reduce"])
+        if db.numel():
+            sum_partials(part, db)
+        return dx, db
     plan = TilePlan(view, TUNING["tile_reduce"], TUNING["max_block_c"])
     groups, rows_per_group = plan.split_rows(reduction_programs(x.device))
     if not db.numel():  # no reduction: one tile per program
@@ -193,6 +282,11 @@ def _bias_act_bwd(dy: torch.Tensor, x: torch.Tensor, b: torch.Tensor | None, act
     if db.numel():
         sum_partials(part, db)
     return dx, db
+
+
+def _flat(view: ChannelView, x: torch.Tensor) -> bool:
+    """Rows narrower than a 16-byte vector: the flat kernels (see _bias_act_flat_fwd_kernel)."""
+    return view.rows and view.C * x.element_size() < 16
 
 
 def _bias_act_setup_context(ctx, inputs, output):

@@ -12,17 +12,18 @@ import torch
 
 from .dispatch import jit, recording_sm_count, tl, wrap_triton
 
-# NOTE: every value here is unmeasured on a GPU: they are chosen from what the compiled code
-# shows (registers, spills, vector widths, estimated occupancy: bench/compile_check.py, whose
-# report is bench/results/compile-check-compiled-not-run.json). bench/kernels_bandwidth.py
-# measures them on a GPU. Tests turn them down to force many programs on tiny tensors.
+# NOTE: every value here is unmeasured on a GPU. They are judged from the compiled code alone
+# (registers, spills, vector widths, estimated occupancy: bench/compile_check.py, report in
+# bench/results/compile-check-compiled-not-run.json); bench/kernels_bandwidth.py measures them
+# on a GPU. Tests turn them down to force many programs on tiny tensors.
 TUNING = {
-    "interp_programs": 4,      # reduction programs in the interpreter
-    "tile_reduce": 4096,       # elements per loop iteration of a reduction program
+    "interp_programs": 4,       # reduction programs in the interpreter
+    "tile_reduce": 2048,        # elements per loop iteration of a reduction program (4096: 95+ registers)
     "warps_reduce": 8,
-    "tile_elementwise": 4096,  # elements per program of an elementwise pass
-    "warps_elementwise": 4,
-    "max_block_c": 128,        # widest channel block in rows (channels_last) mode
+    "tile_elementwise": 4096,   # elements per program of an elementwise pass
+    "warps_elementwise": 8,     # 16 elements a thread (4 warps: 32, and 96-128 registers in the BN dx pass)
+    "max_block_c": 128,         # widest channel block in rows (channels_last) mode
+    "tile_combine": 1024,       # partial sums per loop iteration of a combine (4096: 95-126 registers)
     "loss_per_program": 32768,  # gan_loss: logits per program (a typical batch: one program)
     "loss_block": 1024,         # gan_loss: logits per loop iteration
 }
@@ -193,6 +194,16 @@ def tile_offsets(o0, c0, i0, O, C, I,
 
 
 @jit
+def tile_zeros(BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr, ROWS: tl.constexpr):
+    """An fp32 accumulator shaped like one tile."""
+    if ROWS:
+        r = tl.zeros([BLOCK_O, BLOCK_C], tl.float32)
+    else:
+        r = tl.zeros([BLOCK_O, BLOCK_C, BLOCK_I], tl.float32)
+    return r
+
+
+@jit
 def per_channel(v, ROWS: tl.constexpr):
     """Broadcast a [BLOCK_C] vector against a tile."""
     if ROWS:
@@ -234,7 +245,7 @@ def combine_blocks(groups: int, k: int) -> tuple[int, int]:
     """(BLOCK_K, BLOCK_G) of a partial-sum combine over a (groups, k) fp32 buffer."""
     # narrow column blocks, so that several programs share the combine of a few hundred rows
     block_k = min(next_pow2(k), 16)
-    return block_k, max(1, min(next_pow2(groups), 4096 // block_k))
+    return block_k, max(1, min(next_pow2(groups), TUNING["tile_combine"] // block_k))
 
 
 def sum_partials(part: torch.Tensor, out: torch.Tensor) -> torch.Tensor:

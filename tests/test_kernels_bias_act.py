@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from fastgan import kernels as K
 from fastgan.kernels import BiasAct, bias_act, bias_act_ref
 from fastgan.kernels import activations, ops, tiles
 from kernel_helpers import DEVICE, needs_triton
@@ -231,3 +232,28 @@ def test_strided_and_expanded_arguments(shape, dim, channels_last, x_view, bias_
         out.append((y, xl.grad, bl.grad))
     for name, got, want in zip(("y", "dx", "db"), *out):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5, msg=lambda m: f"{name}: {m}")
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape,dim,channels_last", [((3, 3, 5, 7), 1, True), ((37, 2), 1, False), ((4, 6, 3), -1, False)])
+def test_narrow_rows_take_the_flat_kernels(shape, dim, channels_last, dtype, monkeypatch):
+    """RGB channels_last images and 2-D points: flat kernels (every lane busy); several groups and a
+    loop step (whole rows) that does not divide the tile."""
+    monkeypatch.setitem(tiles.TUNING, "tile_reduce", 16)
+    monkeypatch.setitem(tiles.TUNING, "tile_elementwise", 32)
+    monkeypatch.setitem(tiles.TUNING, "interp_programs", 3)
+    meta = torch.empty(shape, device="meta")
+    meta = (meta.to(memory_format=torch.channels_last) if channels_last else meta).requires_grad_(True)
+    with K.record_launches() as rec:
+        bias_act(meta, torch.empty(shape[dim], device="meta", requires_grad=True), "tanh", dim=dim).sum().backward()
+    assert {k.fn.__name__ for k, *_ in rec.launches} == {"_bias_act_flat_fwd_kernel", "_bias_act_flat_bwd_kernel",
+                                                           "sum_partials_kernel"}
+    x = make_input(shape, channels_last, dtype)
+    b = torch.randn(shape[dim], generator=torch.Generator().manual_seed(1)).to(DEVICE)
+    dy = make_input(shape, channels_last, dtype, seed=2)
+    for act, clamp in (("tanh", None), ("lrelu", 0.7)):
+        (y, dx, db), (y_ref, dx_ref, db_ref) = run_both(x, b, dy, act=act, gain=1.1, clamp=clamp, dim=dim)
+        torch.testing.assert_close(y, y_ref, **tol(dtype))
+        torch.testing.assert_close(dx, dx_ref, **tol(dtype))
+        torch.testing.assert_close(db, db_ref, rtol=1e-4, atol=1e-4 if dtype == torch.float32 else 5e-2)

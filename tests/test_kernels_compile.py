@@ -17,11 +17,11 @@ from fastgan import kernels as K
 pytestmark = pytest.mark.skipif(not K.HAS_TRITON, reason="needs triton")
 
 OP_KERNELS = {
-    "bias_act": ["_bias_act_fwd_kernel"],
-    "bias_act_backward": ["_bias_act_bwd_kernel", "sum_partials_kernel"],
-    "batch_norm_stats": ["_bn_stats_combine_kernel", "_bn_stats_kernel"],
-    "batch_norm_act": ["_bn_apply_kernel"],
-    "batch_norm_act_backward": ["_bn_bwd_dx_kernel", "_bn_bwd_reduce_kernel", "sum_partials_kernel"],
+    "bias_act": ["_bias_act_flat_fwd_kernel", "_bias_act_fwd_kernel"],
+    "bias_act_backward": ["_bias_act_bwd_kernel", "_bias_act_flat_bwd_kernel", "sum_partials_kernel"],
+    "batch_norm_stats": ["bn_stats_combine_kernel", "bn_stats_kernel"],
+    "batch_norm_act": ["bn_apply_kernel"],
+    "batch_norm_act_backward": ["bn_bwd_dx_kernel", "bn_bwd_reduce_kernel", "sum_partials_kernel"],
     "gan_loss": ["_gan_loss_combine_kernel", "_gan_loss_kernel"],
 }
 
@@ -72,7 +72,9 @@ def step(x, w, b, rm, rv, dy):
     y = K.bias_act(y, b, "silu", impl="triton")
     dx, db = torch.ops.fastgan.bias_act_backward(dy, y, b, "silu", 0.2, 1.0, None, 1, True, True)
     dx2, sums = torch.ops.fastgan.batch_norm_act_backward(dx, x, rm, rv, w, b, 1e-5, True, "lrelu", 0.2, True)
-    return K.gan_loss(y.repeat(1000, 1, 1, 1), True, "ns", impl="triton"), dx2, db, sums
+    rgb = K.bias_act(x[:, :3].contiguous(memory_format=torch.channels_last), b[:3], "tanh", impl="triton")
+    drgb, db3 = torch.ops.fastgan.bias_act_backward(rgb, rgb, b[:3], "tanh", 1.0, 1.0, None, 1, True, True)
+    return K.gan_loss(y.repeat(1000, 1, 1, 1), True, "ns", impl="triton"), dx2, db, sums, drgb, db3
 with FakeTensorMode():
     x = torch.empty(4, 8, 3, 3, device="cuda").to(memory_format=torch.channels_last)
     w, b, rm, rv = (torch.empty(8, device="cuda") for _ in range(4))
@@ -83,3 +85,21 @@ print(json.dumps({"kernels": names, "opaque_ops": code.count("torch.ops.fastgan"
 ''')
     assert got["opaque_ops"] == 0
     assert got["kernels"] == sorted({k for ks in OP_KERNELS.values() for k in ks})
+
+
+def test_representative_specialisations_compile_for_gpu_targets(tmp_path):
+    """bench/compile_check.py's representative set: no compile error, spill, stack frame or register overrun."""
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "compile_check.py")
+    out = tmp_path / "compile-check.json"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, script, "--out", str(out)], capture_output=True, text=True, env=env,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert set(report["targets"]) >= {"sm_80", "sm_90a"}
+    for target, s in report["summary"].items():
+        assert s["compiled"] == s["specialisations"] and s["failed"] == 0 and s["spilling"] == 0, (target, s)
+        assert s["max_registers"] <= report["register_budget"]
+    names = {k["kernel"] for k in report["kernels"]}
+    assert {kernel for kernels in OP_KERNELS.values() for kernel in kernels} <= names
+    assert {"_bias_act_flat_fwd_kernel", "_bias_act_flat_bwd_kernel"} <= names  # the RGB image ends
