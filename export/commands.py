@@ -113,15 +113,15 @@ def sample_onnx(onnx_path: PathLike, n: int, out: PathLike, seed: int = 0, *, la
     """
     import numpy as np
 
-    from fastgan.images import write_samples
+    from fastgan.sample_output import write_sample_batches
 
     from .runtime import OnnxGenerator
 
     gen = OnnxGenerator(onnx_path, providers=providers)
     lab = gen.sample_labels(int(n), labels) if isinstance(n, (int, np.integer)) else None
-    x = gen.sample(n, seed=seed, labels=lab, output="float")
+    batches = gen.sample_batches(n, seed=seed, labels=lab)   # checks n; draws as the writer consumes
     if gen.info.is_image and gen.value_range is not None and tuple(gen.value_range) != (-1.0, 1.0):
         lo, hi = gen.value_range  # the image writers expect [-1, 1]
-        x = (x - lo) * (2.0 / (hi - lo)) - 1.0
+        batches = ((b - lo) * (2.0 / (hi - lo)) - 1.0 for b in batches)
     modes = None if gen.info.is_image else _point_modes(gen.info.train_config)
-    return write_samples(x, out, labels=lab, modes=modes, nrow=nrow)
+    return write_sample_batches(batches, int(n), tuple(gen.out_shape), out, labels=lab, modes=modes, nrow=nrow)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
@@ -221,25 +221,39 @@ class OnnxGenerator:
                 Points are always float32 ``(N, 2)``.
             batch_size: samples per ONNX Runtime call.
         """
+        if output not in ("uint8", "float"):
+            raise ConfigError(f"output must be 'uint8' or 'float', got {output!r}")
+        x = np.concatenate(list(self.sample_batches(n, seed=seed, labels=labels, batch_size=batch_size)), axis=0)
+        if output == "float" or not self.info.is_image:
+            return x
+        return self.to_uint8(x)
+
+    def sample_batches(self, n: int, seed: int = 0, labels: Any = None, batch_size: int = 256) -> Iterator[np.ndarray]:
+        """:meth:`sample` with ``output="float"``, batch by batch: memory bounded by one batch, whatever ``n``.
+
+        Arguments are checked now; the batches are drawn as they are consumed.
+
+        Args:
+            n: number of samples.
+            seed: seed of the latent draws.
+            labels: as for :meth:`sample`.
+            batch_size: samples per ONNX Runtime call.
+        """
         import torch
 
         _check_count("n", n)
         _check_count("batch_size", batch_size)
-        if output not in ("uint8", "float"):
-            raise ConfigError(f"output must be 'uint8' or 'float', got {output!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise ConfigError(f"seed must be an integer, got {seed!r}")
         n, batch_size = int(n), int(batch_size)
         lab = self.sample_labels(n, labels)
         g = torch.Generator().manual_seed(int(seed))
-        parts = []
-        for i in range(0, n, batch_size):
-            z = torch.randn(min(batch_size, n - i), self.z_dim, generator=g).numpy()
-            parts.append(self.run(z, None if lab is None else lab[i:i + batch_size]))
-        x = np.concatenate(parts, axis=0)
-        if output == "float" or not self.info.is_image:
-            return x
-        return self.to_uint8(x)
+
+        def draw() -> Iterator[np.ndarray]:
+            for i in range(0, n, batch_size):
+                z = torch.randn(min(batch_size, n - i), self.z_dim, generator=g).numpy()
+                yield self.run(z, None if lab is None else lab[i:i + batch_size])
+        return draw()
 
     def sample_labels(self, n: int, labels: Any = None) -> Optional[np.ndarray]:
         """The labels ``sample`` uses: ``None`` when unconditional, else int64 ``(n,)``.

@@ -163,7 +163,6 @@ def _run_data_modes(run: str):
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from .images import write_samples
     from .sampling import check_labels, parse_labels, per_class_labels
 
     for flag in ("n", "per_class"):
@@ -194,12 +193,15 @@ def _sample(args: argparse.Namespace) -> int:
         from .export import sample_onnx
         written = sample_onnx(args.onnx, n, args.out, seed=args.seed, labels=labels, nrow=nrow)
     else:
-        from .sampling import generate
+        from .sample_output import write_sample_batches
+        from .sampling import generate_batches
 
-        x = generate(G, n, z_dim=G.z_dim, seed=args.seed, labels=labels, num_classes=num_classes,
-                     device=args.device)
-        written = write_samples(x, args.out, labels=check_labels(labels, n, num_classes), nrow=nrow,
-                                modes=_run_data_modes(args.run) if x.ndim == 2 else None)
+        batches = generate_batches(G, n, z_dim=G.z_dim, seed=args.seed, labels=labels, num_classes=num_classes,
+                                   device=args.device)   # drawn as the writer consumes them: memory bounded
+        points = len(G.out_shape) == 1
+        written = write_sample_batches(batches, n, tuple(G.out_shape), args.out, nrow=nrow,
+                                       labels=check_labels(labels, n, num_classes),
+                                       modes=_run_data_modes(args.run) if points else None)
     print(f"wrote {n} samples to {args.out}" + (f" ({len(written)} files)" if len(written) > 1 else ""))
     return 0
 

@@ -41,6 +41,7 @@ _OS_HINTS = {
     errno.EPERM: "fix its permissions or choose another location",
     errno.ENOTDIR: "a part of that path is a file, not a folder: choose another location",
     errno.EISDIR: "that path is a folder: name a file",
+    errno.EEXIST: "a file of that name is in the way: choose another location",
     errno.ENAMETOOLONG: "choose a shorter path",
 }
 

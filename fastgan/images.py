@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Iterable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -120,29 +120,13 @@ def write_samples(x: ArrayLike, out: Union[str, Path], *, labels: Optional[Array
         The paths written.
     """
     a = _as_numpy(x)
-    out_s = str(out)
-    path = Path(out_s)
-    is_dir = out_s.endswith(("/", os.sep)) or path.is_dir()
-    if not is_dir and path.suffix.lower() not in SAMPLE_FORMATS:
-        raise ConfigError(f"cannot write samples to {out_s!r}: use a .png, .npy or .npz file, "
-                          "or a folder ending in '/'")
-    if is_dir:
-        path.mkdir(parents=True, exist_ok=True)
-        if a.ndim != 4:
-            raise ConfigError("a folder of PNGs needs images; write 2-D points to a .png, .npy or .npz file")
-        u8 = to_uint8(a)
-        written = []
-        width = max(4, len(str(len(u8) - 1)))
-        for i, img in enumerate(u8):
-            p = path / f"{i:0{width}d}.png"
-            _save_png(img.transpose(1, 2, 0), p)
-            written.append(p)
-        return written
+    path, kind = sample_target(out)
+    if kind == "dir":
+        return write_png_folder([a], path, len(a))
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
+    if kind == ".npy":
         atomic_write(path, lambda f: np.save(f, a))
-    elif suffix == ".npz":
+    elif kind == ".npz":
         arrays = {"samples": a}
         if labels is not None:
             arrays["labels"] = _as_numpy(labels)
@@ -152,6 +136,47 @@ def write_samples(x: ArrayLike, out: Union[str, Path], *, labels: Optional[Array
     else:
         _save_png(make_grid(a, nrow=nrow), path)
     return [path]
+
+
+def sample_target(out: Union[str, Path]) -> tuple[Path, str]:
+    """Where samples go and how: ``(path, kind)``, kind one of ``"dir"``, ``".png"``, ``".npy"``, ``".npz"``.
+
+    Args:
+        out: a ``.png``, ``.npy`` or ``.npz`` file, or a folder (a path ending in ``/`` or an existing folder).
+    """
+    out_s = str(out)
+    path = Path(out_s)
+    if out_s.endswith(("/", os.sep)) or path.is_dir():
+        return path, "dir"
+    if path.suffix.lower() not in SAMPLE_FORMATS:
+        raise ConfigError(f"cannot write samples to {out_s!r}: use a .png, .npy or .npz file, "
+                          "or a folder ending in '/'")
+    return path, path.suffix.lower()
+
+
+def write_png_folder(batches: Iterable[ArrayLike], folder: Path, n: int) -> list[Path]:
+    """One PNG per image, numbered in order, from batches of (B, C, H, W) images in [-1, 1].
+
+    Args:
+        batches: the images, in batches (one batch is fine).
+        folder: destination folder (created).
+        n: images in all (sets the width of the numbers).
+
+    Returns:
+        The paths written.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    width = max(4, len(str(n - 1)))
+    written: list[Path] = []
+    for batch in batches:
+        a = _as_numpy(batch)
+        if a.ndim != 4:
+            raise ConfigError("a folder of PNGs needs images; write 2-D points to a .png, .npy or .npz file")
+        for img in to_uint8(a):
+            p = folder / f"{len(written):0{width}d}.png"
+            _save_png(img.transpose(1, 2, 0), p)
+            written.append(p)
+    return written
 
 
 def save_image_grid(images: ArrayLike, path: Union[str, Path], nrow: Optional[int] = None) -> Path:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -92,7 +92,44 @@ def check_labels(labels, n: int, num_classes: int) -> Optional[torch.Tensor]:
     return y
 
 
-@torch.no_grad()
+def generate_batches(G: nn.Module, n: int, *, z_dim: int, seed: int = 0, labels=None, num_classes: int = 0,
+                     device: torch.device | str = "cpu", batch_size: int = 256) -> Iterator[torch.Tensor]:
+    """Generate ``n`` samples batch by batch on the CPU (memory bounded by one batch, whatever ``n``).
+
+    Arguments are checked now; the batches are drawn as they are consumed.
+    The noise is that of :func:`generate` for the same arguments.
+
+    Args:
+        G: the generator (put in eval mode while drawing, then restored).
+        n: number of samples.
+        z_dim: latent size.
+        seed: noise seed; the same seed gives the same samples.
+        labels: class labels for a conditional generator (see :func:`check_labels`).
+        num_classes: classes of the generator (0 = unconditional).
+        device: device the generator lives on.
+        batch_size: samples per forward pass.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise ConfigError(f"n must be a positive integer, got {n!r}")
+    device = torch.device(device)
+    y = check_labels(labels, n, num_classes)
+
+    @torch.no_grad()
+    def draw() -> Iterator[torch.Tensor]:
+        was_training = G.training
+        G.eval()
+        g = torch.Generator(device=device)
+        g.manual_seed(int(seed))
+        try:
+            for i in range(0, n, batch_size):
+                b = min(batch_size, n - i)
+                z = torch.randn(b, z_dim, device=device, generator=g)
+                yield G(z, None if y is None else y[i:i + b].to(device)).float().cpu()
+        finally:
+            G.train(was_training)
+    return draw()
+
+
 def generate(G: nn.Module, n: int, *, z_dim: int, seed: int = 0, labels=None, num_classes: int = 0,
              device: torch.device | str = "cpu", batch_size: int = 256) -> torch.Tensor:
     """Generate ``n`` samples on the CPU with a seeded noise generator on ``device``.
@@ -107,23 +144,8 @@ def generate(G: nn.Module, n: int, *, z_dim: int, seed: int = 0, labels=None, nu
         device: device the generator lives on.
         batch_size: samples per forward pass.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        raise ConfigError(f"n must be a positive integer, got {n!r}")
-    device = torch.device(device)
-    y = check_labels(labels, n, num_classes)
-    was_training = G.training
-    G.eval()
-    g = torch.Generator(device=device)
-    g.manual_seed(int(seed))
-    out = []
-    try:
-        for i in range(0, n, batch_size):
-            b = min(batch_size, n - i)
-            z = torch.randn(b, z_dim, device=device, generator=g)
-            out.append(G(z, None if y is None else y[i:i + b].to(device)).float().cpu())
-    finally:
-        G.train(was_training)
-    return torch.cat(out)
+    return torch.cat(list(generate_batches(G, n, z_dim=z_dim, seed=seed, labels=labels, num_classes=num_classes,
+                                           device=device, batch_size=batch_size)))
 
 
 @torch.no_grad()
