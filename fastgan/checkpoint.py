@@ -164,7 +164,7 @@ def select_checkpoint(run_dir: os.PathLike | str, *, set_aside: bool = False) ->
         moved = [q for p, _ in skipped if set_aside and (q := store.set_aside(p)) is not None]
         listed = "; ".join(f"{p.name} ({why})" for p, why in skipped)
         kept = f", kept as {', '.join(q.name for q in moved)}" if moved else ""
-        warnings.warn(f"skipped damaged checkpoint(s) {listed}{kept}; resuming from {chosen.name}", stacklevel=2)
+        warnings.warn(f"skipped damaged checkpoint(s) {listed}{kept}; using {chosen.name}", stacklevel=2)
     return chosen
 
 
@@ -272,7 +272,7 @@ def load_generator(run: os.PathLike | str, device: str | torch.device = "cpu", e
     if (p / MODELS_FILE).exists() or p.is_file():
         ckpt = p
     else:
-        ckpt = latest_checkpoint(p)
+        ckpt = select_checkpoint(p)   # the newest intact one: a damaged newer one is skipped with a warning
         if ckpt is None:
             raise CheckpointError(f"'{p}' holds no checkpoint (train first: fastgan train --out {p})")
     nets, meta = read_models(ckpt)

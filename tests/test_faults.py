@@ -185,7 +185,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_an_intact_one_with_one_warnin
     assert got.name == "step_00000004"
     msgs = [str(x.message) for x in w]
     assert len(msgs) == 1 and "\n" not in msgs[0]
-    assert "step_00000008 (state.pt: checksum mismatch)" in msgs[0] and "resuming from step_00000004" in msgs[0]
+    assert "step_00000008 (state.pt: checksum mismatch)" in msgs[0] and "using step_00000004" in msgs[0]
     assert (run / "checkpoints" / "damaged-step_00000008").is_dir()   # kept, out of the way
     assert [p.name for p in ckpt_mod.checkpoint_dirs(run)] == ["step_00000004"]
 
@@ -206,7 +206,7 @@ def test_checkpoints_written_before_manifests_still_load_and_are_checked_by_read
         (p / store.MANIFEST_FILE).unlink()
     assert ckpt_mod.select_checkpoint(run).name == "step_00000008"
     (run / "checkpoints" / "step_00000008" / ckpt_mod.STATE_FILE).write_bytes(b"\x00junk")
-    with pytest.warns(UserWarning, match=r"skipped damaged checkpoint\(s\) step_00000008 .*resuming from step_00000004"):
+    with pytest.warns(UserWarning, match=r"skipped damaged checkpoint\(s\) step_00000008 .*using step_00000004"):
         assert ckpt_mod.select_checkpoint(run).name == "step_00000004"
 
 
@@ -217,3 +217,15 @@ def test_has_resumable_checkpoint(tmp_path):
     assert ckpt_mod.has_resumable_checkpoint(run)
     shutil.rmtree(run / "checkpoints")
     assert not ckpt_mod.has_resumable_checkpoint(run) and (run / "config.json").exists()
+
+
+def test_load_generator_skips_a_damaged_newest_checkpoint_with_a_warning(tmp_path):
+    import fastgan
+    run = tmp_path / "run"
+    Trainer(tiny_points(run, steps=8, ckpt_every=4, keep_ckpts=2)).fit()
+    older = fastgan.load_generator(run / "checkpoints" / "step_00000004")
+    (run / "checkpoints" / "step_00000008" / ckpt_mod.MODELS_FILE).write_bytes(b"torn")
+    with pytest.warns(UserWarning, match=r"skipped damaged checkpoint\(s\) step_00000008 .*using step_00000004"):
+        G = fastgan.load_generator(run)
+    assert state_equal(G, older)
+    assert (run / "checkpoints" / "step_00000008").is_dir()   # a reader moves nothing

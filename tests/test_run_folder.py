@@ -253,7 +253,7 @@ def test_a_damaged_newest_checkpoint_is_skipped_at_start_up_with_one_warning(tmp
     state = run / "checkpoints" / "step_00000008" / "state.pt"
     state.write_bytes(state.read_bytes()[:-10] + b"0123456789")
     with pytest.warns(UserWarning, match=r"skipped damaged checkpoint\(s\) step_00000008 \(state.pt: checksum "
-                                         r"mismatch\), kept as damaged-step_00000008; resuming from step_00000004"):
+                                         r"mismatch\), kept as damaged-step_00000008; using step_00000004"):
         tr = Trainer(tiny_points(run, steps=8, ckpt_every=4, keep_ckpts=2))
     assert tr.step == 4
     tr.fit()
