@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Optional
 
 from .errors import storage_error
+from .files import fsync_dir
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = "fastgan-checkpoint-manifest-1"
@@ -81,14 +82,6 @@ def step_of(folder: os.PathLike | str) -> int:
     if m is None:
         raise ValueError(f"'{name}' is not a checkpoint folder name")
     return int(m.group("step"))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_file(path: Path, data: bytes) -> None:
@@ -289,7 +282,7 @@ def recover(root: os.PathLike | str, required: tuple[str, ...] = ()) -> list[str
     for _, _, p in _staging(root):
         _remove(p)
     if recovered:
-        _fsync_dir(root)
+        fsync_dir(root)
     return recovered
 
 
@@ -324,7 +317,7 @@ def commit(root: os.PathLike | str, step: int, files: dict[str, bytes], keep: in
         for name, data in files.items():
             _write_file(tmp / name, data)
         _write_file(tmp / MANIFEST_FILE, (json.dumps(manifest, indent=1) + "\n").encode())
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         _fault_point("fsynced staging folder")
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)  # incomplete: nothing in it is worth keeping
@@ -338,10 +331,10 @@ def commit(root: os.PathLike | str, step: int, files: dict[str, bytes], keep: in
                 _remove(old)
             _rename(final, old, f"moved {final.name} aside")
             _rename(tmp, final, f"committed {final.name}")
-            _fsync_dir(root)
+            fsync_dir(root)
             _fault_point("fsynced checkpoints folder")
             _remove(old)
-        _fsync_dir(root)
+        fsync_dir(root)
         _fault_point("fsynced checkpoints folder")
         prune(root, keep, protect=final)
     except OSError as e:
@@ -363,7 +356,7 @@ def prune(root: os.PathLike | str, keep: int, protect: Optional[Path] = None) ->
     spare = keep - (1 if protect is not None else 0)
     for p in others[:max(len(others) - spare, 0)]:
         _remove(p)
-    _fsync_dir(Path(root))
+    fsync_dir(Path(root))
 
 
 def set_aside(folder: os.PathLike | str) -> Optional[Path]:
@@ -383,5 +376,5 @@ def set_aside(folder: os.PathLike | str) -> Optional[Path]:
         n += 1
         dest = p.with_name(f"damaged-{p.name}-{n}")
     os.rename(p, dest)
-    _fsync_dir(p.parent)
+    fsync_dir(p.parent)
     return dest

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError, DataError
-from .files import atomic_write
+from .files import atomic_write, fsync_dir
 from .images import _save_png, to_uint8
 from .sampling import per_class_labels
 from .version import __version__
@@ -280,8 +280,4 @@ def _move_into_place(partial: Path, out: Path) -> None:
     if out.is_dir():
         out.rmdir()   # empty (checked before any work)
     os.rename(partial, out)
-    fd = os.open(out.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(out.parent)

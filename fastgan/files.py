@@ -1,4 +1,4 @@
-"""Writing files so that a reader never sees half of one: the one atomic-write helper."""
+"""Writing files so that a reader never sees half of one: the one atomic-write helper, and folder fsync."""
 
 from __future__ import annotations
 
@@ -40,3 +40,16 @@ def atomic_write(path: Union[str, os.PathLike], content: Content) -> Path:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def fsync_dir(path: Union[str, os.PathLike]) -> None:
+    """Flush a folder's entries to disk, so a rename or a new file in it survives a power loss.
+
+    Args:
+        path: the folder.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -45,9 +45,9 @@ def _leftovers(run):
     return sorted(p.name for p in root.iterdir() if not p.name.startswith("step_")) if root.exists() else []
 
 
-def _restart_and_check(ctx, run, reference, expect_start, overrides=RUN):
+def _restart_and_check(ctx, run, reference, expect_start):
     """Restart a killed run; return a list of what went wrong (empty: all good)."""
-    code, report = train(ctx, run, overrides)
+    code, report = train(ctx, run, RUN)
     if code != 0:
         return [f"restart exited with {code}"]
     problems = []
@@ -62,6 +62,23 @@ def _restart_and_check(ctx, run, reference, expect_start, overrides=RUN):
     return problems
 
 
+def _kill_at_each(ctx, reference, tmp_path, points, labels, start_from, expect_start):
+    """For each k in points: copy ``start_from`` (None: an empty folder), train killed at step k,
+    restart; assert every restart resumed from ``expect_start(k)`` and ended as the reference."""
+    failures = {}
+    for k in points:
+        run = tmp_path / f"k{k}"
+        if start_from is not None:
+            shutil.copytree(start_from, run)
+        code, _ = train(ctx, run, RUN, kill_at=k)
+        assert code == -9, f"the child was to die at step {k} ({labels[k - 1]})"
+        problems = _restart_and_check(ctx, run, reference, expect_start(k))
+        if problems:
+            failures[f"{k}: {labels[k - 1]}"] = problems
+        shutil.rmtree(run)
+    assert not failures, failures
+
+
 def test_sigkill_at_every_step_of_a_save_that_prunes(ctx, reference, tmp_path):
     """Kill inside the save of step 4 (which then deletes step 2) at each of its steps."""
     trace = reference["trace"]
@@ -69,17 +86,7 @@ def test_sigkill_at_every_step_of_a_save_that_prunes(ctx, reference, tmp_path):
     assert trace[points[0] - 1] == "made staging folder" and "renamed step_00000002 to be deleted" in \
         [trace[k - 1] for k in points]
     complete_from = trace.index("wrote manifest.json", points[0] - 1) + 1  # the staging copy is complete
-    failures = {}
-    for k in points:
-        run = tmp_path / f"k{k}"
-        code, _ = train(ctx, run, RUN, kill_at=k)
-        assert code == -9, f"the child was to die at step {k} ({trace[k - 1]})"
-        expect = 4 if k >= complete_from else 2
-        problems = _restart_and_check(ctx, run, reference, expect)
-        if problems:
-            failures[f"{k}: {trace[k - 1]}"] = problems
-        shutil.rmtree(run)
-    assert not failures, failures
+    _kill_at_each(ctx, reference, tmp_path, points, trace, None, lambda k: 4 if k >= complete_from else 2)
     assert len(points) >= 18  # every write, fsync, rename and deletion of the save was a kill point
 
 
@@ -101,17 +108,7 @@ def test_sigkill_at_every_step_of_a_resave_of_the_same_step(ctx, reference, fini
     trace = finished["trace"]
     assert "moved step_00000006 aside" in trace
     points = list(range(trace.index("wrote manifest.json") + 1, len(trace) + 1))
-    failures = {}
-    for k in points:
-        run = tmp_path / f"k{k}"
-        shutil.copytree(reference["run"], run)
-        code, _ = train(ctx, run, RUN, kill_at=k)
-        assert code == -9, f"the child was to die at step {k} ({trace[k - 1]})"
-        problems = _restart_and_check(ctx, run, reference, 6, RUN)
-        if problems:
-            failures[f"{k}: {trace[k - 1]}"] = problems
-        shutil.rmtree(run)
-    assert not failures, failures
+    _kill_at_each(ctx, reference, tmp_path, points, trace, reference["run"], lambda k: 6)
     assert len(points) >= 9
 
 
@@ -131,17 +128,7 @@ def test_sigkill_during_start_up_recovery(ctx, reference, finished, tmp_path):
     recovery = report["trace"][:report["trace"].index("made staging folder")]  # before the save that follows
     assert code == 0 and report["start"] == 6 and recovery[0].startswith("recovered .tmp-step_00000006-")
     assert recovery[-1].startswith("removed .del-.old-step_00000006")  # then the redundant old copy went
-    failures = {}
-    for k in range(1, len(recovery) + 1):
-        run = tmp_path / f"k{k}"
-        shutil.copytree(state, run)
-        code, _ = train(ctx, run, RUN, kill_at=k)
-        assert code == -9
-        problems = _restart_and_check(ctx, run, reference, 6)
-        if problems:
-            failures[f"{k}: {recovery[k - 1]}"] = problems
-        shutil.rmtree(run)
-    assert not failures, failures
+    _kill_at_each(ctx, reference, tmp_path, range(1, len(recovery) + 1), recovery, state, lambda k: 6)
 
 
 def test_full_disk_keeps_the_last_checkpoint_and_says_so_in_one_line(tmp_path, monkeypatch, one_thread):

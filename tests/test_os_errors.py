@@ -27,6 +27,17 @@ def _one_line(capsys) -> str:
     return lines[0]
 
 
+def _refuse_open(monkeypatch, module, refuse, code, text):
+    """Make ``open`` inside ``module`` raise ``OSError(code, text)`` where ``refuse(file, mode)`` says so."""
+    import builtins
+
+    def fake(file, mode="r", *a, **k):
+        if refuse(str(file), mode):
+            raise OSError(code, text)
+        return builtins.open(file, mode, *a, **k)
+    monkeypatch.setattr(module, "open", fake, raising=False)
+
+
 def _fail_mkdir(monkeypatch, target, code, text):
     real = pathlib.Path.mkdir
 
@@ -77,17 +88,12 @@ def test_full_disk_while_training_keeps_the_last_checkpoint(tmp_path, capsys, mo
 
 
 def test_full_disk_on_the_metrics_log(tmp_path, capsys, monkeypatch, one_thread):
-    import builtins
-
     import fastgan.train as train_mod
 
     run = tmp_path / "run"
-
-    def open_full(file, mode="r", *a, **k):
-        if str(file).endswith("metrics.jsonl") and "a" in mode:
-            raise OSError(errno.ENOSPC, "No space left on device")   # write() names no file
-        return builtins.open(file, mode, *a, **k)
-    monkeypatch.setattr(train_mod, "open", open_full, raising=False)
+    # a failing write() names no file: the message must still name the log
+    _refuse_open(monkeypatch, train_mod, lambda f, mode: f.endswith("metrics.jsonl") and "a" in mode,
+                 errno.ENOSPC, "No space left on device")
     assert main(["train", "--out", str(run), *TINY, "--steps", "2"]) == 2
     line = _one_line(capsys)
     assert f"could not append to '{run / 'metrics.jsonl'}': No space left on device" in line
@@ -95,17 +101,12 @@ def test_full_disk_on_the_metrics_log(tmp_path, capsys, monkeypatch, one_thread)
 
 @pytest.fixture(scope="module")
 def image_run(tmp_path_factory):
-    from fastgan import Trainer
-    from helpers import tiny_images
-    run = tmp_path_factory.mktemp("images") / "run"
-    Trainer(tiny_images(run, steps=2)).fit()
-    return run
+    from helpers import trained_tiny_run
+    return trained_tiny_run(tmp_path_factory.mktemp("images") / "run", conditional=False)
 
 
 @pytest.mark.parametrize("out", ["s.npy", "s.png", "s.npz", "dir/"])
 def test_sample_out_on_a_read_only_file_system_keeps_what_was_there(tmp_path, capsys, monkeypatch, image_run, out):
-    import builtins
-
     import fastgan.files as files_mod
 
     run = image_run
@@ -118,11 +119,8 @@ def test_sample_out_on_a_read_only_file_system_keeps_what_was_there(tmp_path, ca
     else:
         old.write_bytes(b"an earlier result")
 
-    def read_only(file, mode="r", *a, **k):
-        if str(file).startswith(str(dest)) and ("w" in mode or "x" in mode or "a" in mode):
-            raise OSError(errno.EROFS, "Read-only file system", str(file))
-        return builtins.open(file, mode, *a, **k)
-    monkeypatch.setattr(files_mod, "open", read_only, raising=False)
+    _refuse_open(monkeypatch, files_mod, lambda f, mode: f.startswith(str(dest)) and mode[0] in "wxa",
+                 errno.EROFS, "Read-only file system")
     target = str(dest / out)
     assert main(["sample", "--run", str(run), "--n", "8", "--out", target]) == 2
     line = _one_line(capsys)
@@ -150,9 +148,7 @@ def test_eval_out_through_a_file_is_one_line(tmp_path, capsys, one_thread):
 def point_run(tmp_path_factory):
     from fastgan import Trainer
     from helpers import tiny_points
-    run = tmp_path_factory.mktemp("points") / "run"
-    Trainer(tiny_points(run, steps=2)).fit()
-    return run
+    return Trainer(tiny_points(tmp_path_factory.mktemp("points") / "run", steps=2)).fit().run_dir
 
 
 @pytest.mark.parametrize("out, needle", [
