@@ -111,7 +111,10 @@ def _cpu_threads(trainer) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from .checkpoint import read_run_config
+    from .distributed import env_rank
     from .train import Trainer
+
+    say = print if env_rank() == 0 else (lambda *a, **k: None)  # under torchrun rank 0 speaks for the run
 
     given = {k: v for k, v in vars(args).items() if k != "command"}
     out = given.get("out", TrainConfig.out)
@@ -125,27 +128,30 @@ def _train(args: argparse.Namespace) -> int:
         cfg = TrainConfig(**given)
     trainer = Trainer(cfg)   # takes the run folder's lock to resume: a folder in use is refused here
     if trainer.step > 0:
-        print(f"fastgan: continuing run '{out}' from step {trainer.step}", file=sys.stderr)
+        say(f"fastgan: continuing run '{out}' from step {trainer.step}", file=sys.stderr)
     elif saved is not None:
-        print(f"fastgan: run '{out}' holds no checkpoint: starting it over with its saved config "
-              "(an old metrics.jsonl is kept as metrics.jsonl.N)", file=sys.stderr)
+        say(f"fastgan: run '{out}' holds no checkpoint: starting it over with its saved config "
+            "(an old metrics.jsonl is kept as metrics.jsonl.N)", file=sys.stderr)
     _cpu_threads(trainer)
-    print(f"fastgan: {trainer.engine.plan.summary()}", file=sys.stderr)
+    plan = trainer.engine.plan
+    say(f"fastgan: {plan.summary()}", file=sys.stderr)
+    for note in plan.notes if plan.world_size > 1 else ():  # e.g. why fast runs eager steps with gloo
+        say(f"fastgan: {note}", file=sys.stderr)
     if trainer.step >= trainer.cfg.steps:
-        print(f"fastgan: run '{out}' already reached step {trainer.step} (raise --steps to train more)",
-              file=sys.stderr)
+        say(f"fastgan: run '{out}' already reached step {trainer.step} (raise --steps to train more)",
+            file=sys.stderr)
     with warnings.catch_warnings():   # the line below says it, with the exit status
         warnings.filterwarnings("ignore", message="training stopped by")
         trainer.fit()
     last = next((h for h in reversed(trainer.history) if "d_loss" in h), None)
     if trainer.stopped_by and trainer.step < trainer.cfg.steps:
-        print(f"fastgan: stopped by {trainer.stopped_by} at step {trainer.step} of {trainer.cfg.steps}; checkpoint "
-              f"saved: rerun the same command to continue", file=sys.stderr)
+        say(f"fastgan: stopped by {trainer.stopped_by} at step {trainer.step} of {trainer.cfg.steps}; checkpoint "
+            f"saved: rerun the same command to continue", file=sys.stderr)
         return EXIT_STOPPED
     summary = f"trained to step {trainer.step}; run folder: {trainer.run_dir}"
     if last:
         summary += f" (d_loss {last['d_loss']:.3f}, g_loss {last['g_loss']:.3f}, {last['images_per_s']:.0f} img/s)"
-    print(summary)
+    say(summary)
     return 0
 
 
@@ -274,7 +280,10 @@ def _guard(fn) -> int:
     try:
         return int(fn() or 0)
     except FastGANError as e:
-        print(f"fastgan: error: {e}", file=sys.stderr)
+        from .distributed import env_rank
+
+        if env_rank() == 0 or not getattr(e, "every_rank", False):  # an error all ranks raise: printed once
+            print(f"fastgan: error: {e}", file=sys.stderr)
         return EXIT_ERROR
     except OSError as e:  # a path the user gave that cannot be read or written: one line, not a traceback
         print(f"fastgan: error: {storage_error(e, 'use')}", file=sys.stderr)

@@ -52,8 +52,9 @@ class TrainConfig:
     out: str = _field("runs/fastgan", "run folder; rerunning on an existing run resumes it.")
     steps: Optional[int] = _field(None, "number of generator updates to train for (in total, across resumes); "
                                   "``None``: 2,000 for images, 6,000 for 2-D data.")
-    batch_size: Optional[int] = _field(None, "images (or points) per batch for both D and G; ``None``: 64 "
-                                       "for images, 512 for 2-D data.")
+    batch_size: Optional[int] = _field(None, "images (or points) per batch for both D and G: the global "
+                                       "batch (under torchrun each of N processes trains batch_size / N); "
+                                       "``None``: 64 for images, 512 for 2-D data.")
     seed: int = _field(0, "seed of every random draw (init, data order, noise, augmentation).")
     resolution: Optional[int] = _field(None, "image side in pixels (16, 32, 64 or 128); ``None`` picks 16 for "
                                        "the built-in digits and 64 for folders. Ignored for 2-D data.")
@@ -108,6 +109,10 @@ class TrainConfig:
     progress: bool = _field(True, "show a progress bar.")
     tensorboard: bool = _field(False, "also write losses, evaluation results and sample grids as TensorBoard "
                                "event files in ``RUN/tensorboard/`` (needs ``pip install 'fastgan[tensorboard]'``).")
+    sync_bn: bool = _field(False, "under torchrun, batch-norm statistics over the whole global batch (every "
+                           "process's share) instead of each process's own share; plain PyTorch ops in training.")
+    dist_backend: str = _field("auto", "process-group backend under torchrun: ``auto`` (nccl on GPUs, gloo on "
+                               "CPUs), ``nccl`` or ``gloo``.")
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> "TrainConfig":
@@ -134,6 +139,8 @@ class TrainConfig:
         need(self.loss in LOSSES, f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
         need(self.mode in MODES, f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
         need(self.amp in AMPS, f"unknown amp {self.amp!r}; choose one of {', '.join(AMPS)}")
+        need(self.dist_backend in ("auto", "nccl", "gloo"),
+             f"unknown dist_backend {self.dist_backend!r}; choose one of auto, nccl, gloo")
         need(self.kernels in ("auto", "triton", "ref"),
              f"unknown kernels {self.kernels!r}; choose one of auto, triton, ref")
         need(self.resolution is None or self.resolution in RESOLUTIONS,
@@ -270,7 +277,7 @@ class TrainConfig:
     def config_hash(self) -> str:
         """Short hash of the whole config, minus fields that do not change results."""
         d = self.to_dict()
-        for k in ("out", "progress", "device", "tensorboard"):
+        for k in ("out", "progress", "device", "tensorboard", "dist_backend"):
             d.pop(k, None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 

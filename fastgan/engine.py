@@ -5,8 +5,11 @@ only; the :class:`Engine` runs it as its :class:`~fastgan.engine_plan.EnginePlan
 says: it sets the networks' memory format and kernel choice, makes the
 optimisers (fused, capturable) and gradient scalers, opens autocast, passes
 forward + loss functions through ``torch.compile`` and captures whole step
-functions in CUDA graphs (:class:`fastgan.graph_step.CapturedStep`). It knows
-nothing of GANs. The plan itself (what the device can run, what ``fast``
+functions in CUDA graphs (:class:`fastgan.graph_step.CapturedStep`). In a
+data-parallel run (:mod:`fastgan.distributed`) it also wraps the trained
+networks in DistributedDataParallel, averages the gradients of a backward
+that bypasses DDP, and hands each task the random streams of its shards of
+the global batch. It knows nothing of GANs. The plan itself (what the device can run, what ``fast``
 picks) is decided in :mod:`fastgan.engine_plan`, whose names are importable
 from here too.
 """
@@ -22,8 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .distributed import SINGLE_PROCESS, BatchStreams, Parallel
 from .engine_plan import EngineOptions, EnginePlan, graph_capture_supported, resolve_device, resolve_plan
 from .graph_step import CapturedStep
+
+# torch's CUDA-graph notes: capture a step with DDP collectives after at least 11 DDP-enabled eager iterations
+DDP_GRAPH_WARMUP_STEPS = 11
 
 __all__ = ["Engine", "EngineOptions", "EnginePlan", "resolve_plan", "resolve_device", "graph_capture_supported",
            "pad_input_channels"]
@@ -43,13 +50,17 @@ class Engine:
     Args:
         plan: the resolved plan.
         device: the training device.
+        parallel: this process's place in a data-parallel run (default: a single process).
     """
 
-    def __init__(self, plan: EnginePlan, device: torch.device):
+    def __init__(self, plan: EnginePlan, device: torch.device, parallel: Parallel = SINGLE_PROCESS):
         self.plan = plan
         self.device = device
+        self.parallel = parallel
         self._captured: list = []
         self._optimizers: dict[int, _OptimizerRecord] = {}   # by id(): what make_optimizer decided
+        self._streams: list[BatchStreams] = []
+        self.ddp_modules: list[nn.Module] = []   # what data_parallel wrapped
         if plan.cudnn_benchmark and not torch.backends.cudnn.deterministic:
             torch.backends.cudnn.benchmark = True
 
@@ -82,6 +93,96 @@ class Engine:
         if self.plan.channels_last and x.ndim == 4:
             return x.contiguous(memory_format=torch.channels_last)
         return x
+
+    # -------------------------------------------------------------- data parallel
+    def batch_streams(self, seed: int, batch_size: int, pack: int = 1) -> BatchStreams:
+        """The random streams that draw this process's part of every global batch of ``batch_size``.
+
+        Every random draw of a step goes through them, so that each rank
+        draws its own shards (a single process: one stream seeded with ``seed``).
+
+        Args:
+            seed: the run's seed.
+            batch_size: the global batch size.
+            pack: PacGAN packing degree (a shard holds whole packs).
+        """
+        par = self.parallel
+        streams = BatchStreams(seed, par.local_shards(), par.shard_size(batch_size, pack), self.device)
+        self._streams.append(streams)
+        return streams
+
+    def restart_streams(self, step: int) -> None:
+        """Seed every stream made by :meth:`batch_streams` from (seed, shard, ``step``).
+
+        Args:
+            step: the step training continues from.
+        """
+        for streams in self._streams:
+            streams.restart(step)
+
+    @property
+    def stream_generators(self) -> list[torch.Generator]:
+        """Every generator of the streams made by :meth:`batch_streams`."""
+        return [g for s in self._streams for g in s.generators]
+
+    def data_parallel(self, module: nn.Module) -> nn.Module:
+        """The network as a step should call it so that backward averages its gradients over the ranks.
+
+        A single process gets ``module`` itself. Under data parallelism: its
+        batch norms become :class:`~fastgan.sync_batch_norm.SyncBatchNormAct`
+        when the plan says ``sync_bn``, then it is wrapped in
+        DistributedDataParallel (built on a side stream on CUDA, as graph
+        capture needs; buffers are not broadcast: batch-norm statistics stay
+        per rank). Call the wrapper where gradients flow into the network's
+        parameters; call ``module`` itself where they do not (a frozen D in
+        G's step: DDP would wait for gradients that never come) or where the
+        backward differentiates a gradient (R1; then :meth:`update` with
+        ``average_grads=True``). Make copies (an EMA generator) before calling this.
+
+        Args:
+            module: a network on the training device (after :meth:`prepare_networks`).
+        """
+        if not self.parallel.active:
+            return module
+        from torch.nn.parallel import DistributedDataParallel
+
+        if self.plan.sync_bn:
+            from .sync_batch_norm import convert_sync_batch_norm
+            convert_sync_batch_norm(module)
+        # buffers (batch-norm running statistics) are not synchronised at each forward: they stay per rank
+        sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in _ddp_arguments()
+                else {"broadcast_buffers": False})   # torch < 2.13 knows only the older name
+        if self.device.type != "cuda":
+            ddp = DistributedDataParallel(module, **sync)
+        else:  # built on a side stream (torch's CUDA-graph notes for capturing DDP's backward)
+            main, side = torch.cuda.current_stream(self.device), torch.cuda.Stream(device=self.device)
+            side.wait_stream(main)
+            with torch.cuda.stream(side):
+                ddp = DistributedDataParallel(module, device_ids=[self.device.index], **sync)
+            main.wait_stream(side)
+        self.ddp_modules.append(ddp)
+        return ddp
+
+    def average_gradients(self, params: Iterable[torch.Tensor]) -> None:
+        """Average the gradients of ``params`` over the ranks with one all-reduce (no-op for a single process).
+
+        For a backward that did not run through a DDP wrapper. A parameter
+        without a gradient (R1 never reaches D's last bias) has none on any
+        rank and is left out.
+
+        Args:
+            params: parameters, in the same order on every rank.
+        """
+        if not self.parallel.active:
+            return
+        grads = [p.grad for p in params if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        torch.distributed.all_reduce(flat)
+        flat.div_(self.parallel.world_size)
+        for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+            g.copy_(part.view(g.shape))
 
     def autocast(self):
         """The autocast context of the plan's mixed precision (a no-op context for fp32)."""
@@ -153,22 +254,24 @@ class Engine:
             return None
         return torch.amp.GradScaler(self.device.type)
 
-    @staticmethod
-    def update(loss: torch.Tensor, opt: torch.optim.Optimizer,
-               scaler: Optional[torch.amp.GradScaler]) -> None:
+    def update(self, loss: torch.Tensor, opt: torch.optim.Optimizer,
+               scaler: Optional[torch.amp.GradScaler], *, average_grads: bool = False) -> None:
         """Backward ``loss`` and step ``opt`` (through ``scaler`` when given); no host sync.
 
         Args:
             loss: 0-dim loss.
             opt: the optimiser of the network being trained.
             scaler: fp16 gradient scaler or ``None``.
+            average_grads: average the gradients over the ranks before the step
+                (:meth:`average_gradients`), for a backward that bypassed DDP.
         """
         opt.zero_grad(set_to_none=True)
+        (loss if scaler is None else scaler.scale(loss)).backward()
+        if average_grads:
+            self.average_gradients(p for group in opt.param_groups for p in group["params"])
         if scaler is None:
-            loss.backward()
             opt.step()
             return
-        scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
 
@@ -223,7 +326,10 @@ class Engine:
         """
         if self.plan.mode != "graph":
             return fn
-        step = CapturedStep(fn, list(generators), warmup_steps=self.plan.options.warmup_steps, name=name,
+        warmup = self.plan.options.warmup_steps
+        if self.parallel.active:
+            warmup = max(warmup, DDP_GRAPH_WARMUP_STEPS)
+        step = CapturedStep(fn, list(generators), warmup_steps=warmup, name=name,
                             allow_eager_fallback=self.plan.requested == "fast")
         self._captured.append(step)
         return step
@@ -242,6 +348,14 @@ class Engine:
     def fallback_reason(self) -> Optional[str]:
         """Why mode ``fast`` left graph capture for eager steps, or ``None``."""
         return next((s.fallback_reason for s in self._captured if s.fallback_reason), None)
+
+
+def _ddp_arguments() -> set[str]:
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    return set(inspect.signature(DistributedDataParallel.__init__).parameters)
 
 
 # ---------------------------------------------------------------------------- channel padding

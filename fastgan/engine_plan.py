@@ -66,6 +66,10 @@ class EngineOptions:
         warmup_steps: eager steps, on a side stream, before a graph is captured.
         cudnn_benchmark: let cuDNN time its convolution algorithms on CUDA
             (never when ``torch.backends.cudnn.deterministic`` is set).
+        batch_shards: shards of the batch each process draws, each from its own
+            random stream (:class:`fastgan.distributed.BatchStreams`): one process
+            with ``batch_shards=N`` draws exactly the samples of an N-process run,
+            which is how a data-parallel run is checked against one process.
     """
 
     compile_backend: Optional[str] = None
@@ -76,6 +80,7 @@ class EngineOptions:
     capturable: Optional[bool] = None
     warmup_steps: int = 3
     cudnn_benchmark: bool = True
+    batch_shards: int = 1
 
     def resolved(self) -> "EngineOptions":
         """A copy with the compile backend and mode filled in (from the environment where unset), checked.
@@ -90,6 +95,8 @@ class EngineOptions:
             raise ConfigError(f"torch.compile mode {mode!r} adds torch's own CUDA graphs, which break on GAN "
                               "steps; use mode 'graph' (fastgan captures the whole step) or compile mode "
                               "'max-autotune-no-cudagraphs'")
+        if self.batch_shards < 1:
+            raise ConfigError(f"batch_shards must be >= 1, got {self.batch_shards}")
         if self.pad_channels < 0 or self.warmup_steps < 1:
             raise ConfigError(f"pad_channels must be >= 0 and warmup_steps >= 1, got {self.pad_channels}, "
                               f"{self.warmup_steps}")
@@ -109,6 +116,9 @@ class EnginePlan:
         device_type: ``cpu`` or ``cuda``.
         options: the engine options, resolved (:meth:`EngineOptions.resolved`).
         notes: why ``fast`` chose what it chose, or fell back.
+        world_size: processes of a data-parallel run (1: a single process).
+        backend: their process-group backend (``None`` for a single process).
+        sync_bn: batch-norm statistics over every rank's batch (data-parallel runs only).
     """
 
     requested: str
@@ -119,6 +129,9 @@ class EnginePlan:
     device_type: str
     options: EngineOptions
     notes: tuple[str, ...] = ()
+    world_size: int = 1
+    backend: Optional[str] = None
+    sync_bn: bool = False
 
     @property
     def autocast_dtype(self) -> Optional[torch.dtype]:
@@ -156,6 +169,9 @@ class EnginePlan:
         parts.append(f"{adam} Adam" if adam else "Adam")
         if self.options.pad_channels:
             parts.append(f"D input padded to x{self.options.pad_channels} channels")
+        if self.world_size > 1:
+            parts.append(f"DDP over {self.world_size} processes ({self.backend}"
+                         + (", synchronised batch norm)" if self.sync_bn else ")"))
         text = ", ".join(parts)
         return f"fast -> {text}" if self.requested == "fast" else text
 
@@ -191,7 +207,25 @@ def _resolved_kernels(requested: str, device: torch.device) -> str:
     return "triton" if (HAS_TRITON and device.type == "cuda") else "ref"
 
 
-def resolve_plan(cfg, device: torch.device, options: Optional[EngineOptions] = None) -> EnginePlan:
+def ddp_capture_problem(backend: Optional[str]) -> Optional[str]:
+    """Why a step with DDP collectives cannot be captured in a CUDA graph here, or ``None`` when it can.
+
+    torch's CUDA-graph notes: NCCL >= 2.9.6 lets collectives be captured;
+    gloo's run on the host and cannot be.
+
+    Args:
+        backend: the process group's backend.
+    """
+    if backend is None or "nccl" not in backend:
+        return f"the {backend} backend's collectives cannot be captured in a CUDA graph (NCCL's can)"
+    version = tuple(torch.cuda.nccl.version()) if torch.cuda.is_available() else ()
+    if version and version < (2, 9, 6):
+        return f"NCCL {'.'.join(map(str, version))} cannot capture collectives in a CUDA graph (2.9.6 or later can)"
+    return None
+
+
+def resolve_plan(cfg, device: torch.device, options: Optional[EngineOptions] = None,
+                 parallel=None) -> EnginePlan:
     """Decide how a run's steps execute on ``device``, or refuse with a one-line ConfigError.
 
     Explicit requests are checked, never silently changed: ``mode="graph"``
@@ -201,15 +235,22 @@ def resolve_plan(cfg, device: torch.device, options: Optional[EngineOptions] = N
     capability 8.0, fp32 below 7.0), channels_last, the Triton kernels and
     fused capturable Adam; on the CPU the eager reference path in fp32 (with fused Adam).
 
+    In a data-parallel run, graph mode also needs collectives that a CUDA
+    graph can capture (:func:`ddp_capture_problem`): ``graph`` is refused
+    without them and ``fast`` then runs eager steps, saying why in ``notes``.
+
     Args:
-        cfg: the :class:`~fastgan.TrainConfig` (its mode, amp, channels_last, kernels).
+        cfg: the :class:`~fastgan.TrainConfig` (its mode, amp, channels_last, kernels, sync_bn).
         device: the training device.
         options: engine options (default: :class:`EngineOptions` and the environment).
+        parallel: the :class:`~fastgan.distributed.Parallel` of a data-parallel run (default: one process).
 
     Returns:
         The :class:`EnginePlan`.
     """
     opts = (options or EngineOptions()).resolved()
+    world = parallel.world_size if parallel is not None else 1
+    backend = parallel.backend if world > 1 else None
     cuda = device.type == "cuda"
     notes: list[str] = []
     mode, amp, channels_last = cfg.mode, cfg.amp, bool(cfg.channels_last)
@@ -222,6 +263,13 @@ def resolve_plan(cfg, device: torch.device, options: Optional[EngineOptions] = N
         if not graph_capture_supported():
             raise ConfigError(f"mode 'graph' needs torch >= 2.5 (CUDAGraph.register_generator_state); this is "
                               f"torch {torch.__version__}; use --mode eager or compile")
+    if world > 1 and mode == "graph" and ddp_capture_problem(backend):
+        problem = ddp_capture_problem(backend)
+        if cfg.mode == "graph":
+            raise ConfigError(f"mode 'graph' with {world} processes: {problem}; use --mode fast (eager steps "
+                              "then) or eager")
+        mode = "eager"
+        notes.append(f"{problem}: eager steps")
     if amp == "fp16" and not cuda:
         raise ConfigError(f"amp 'fp16' needs a CUDA device (its gradient scaler runs there), but this run is on "
                           f"{device.type}; use --amp none or bf16")
@@ -231,7 +279,8 @@ def resolve_plan(cfg, device: torch.device, options: Optional[EngineOptions] = N
                           f"{torch.cuda.get_device_name(device)} is {cap}; use --amp fp16 or none")
     return EnginePlan(requested=cfg.mode, mode=mode, amp=amp, channels_last=channels_last,
                       kernels=_resolved_kernels(cfg.kernels, device), device_type=device.type, options=opts,
-                      notes=tuple(notes))
+                      notes=tuple(notes), world_size=world, backend=backend,
+                      sync_bn=world > 1 and bool(getattr(cfg, "sync_bn", False)))
 
 
 def _fast_choice(device: torch.device, amp: str, notes: list[str]) -> tuple[str, str, bool]:

@@ -9,7 +9,8 @@ The work is split three ways (docs/architecture.md):
   compiled or CUDA-graph replays, mixed precision, memory format, optimiser flags;
 - the **loop** (here) says when: iterations, the learning-rate schedule, log
   lines (one host read of the running sums each), sample figures, evaluation,
-  checkpoints, exact resume, Ctrl-C / signals, the run folder.
+  checkpoints, exact resume, Ctrl-C / signals, the run folder; under torchrun,
+  rank 0 alone reads and writes it (:mod:`fastgan.distributed`, docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .checkpoint import (clean_stale_temporaries, latest_checkpoint, load_module
                          save_checkpoint, select_checkpoint)
 from .checkpoint_store import step_of
 from .config import TrainConfig
+from .distributed import agree_on_config, mark_every_rank, setup_parallel
 from .engine import Engine, EngineOptions, resolve_device, resolve_plan
 from .errors import CheckpointError, ConfigError, StorageError, TrainingError, storage_error
 from .files import atomic_write
@@ -69,24 +71,33 @@ class Trainer:
             (``given``: those of data, generator, discriminator that are not
             None) and returning a :class:`~fastgan.tasks.Task`; default
             :class:`~fastgan.tasks.NoiseToImage`.
+        distributed: train data-parallel (True), alone (False), or decide from
+            the environment (None: data-parallel under torchrun with more than
+            one process, or when a process group is already set up). Every
+            process builds the same Trainer; ``batch_size`` is the global batch.
     """
 
     def __init__(self, cfg: Optional[TrainConfig] = None, *, data: Any = None,
                  generator: Optional[nn.Module] = None, discriminator: Optional[nn.Module] = None,
                  resume: bool = True, engine_options: Optional[EngineOptions] = None,
-                 task: Optional[Callable[..., Task]] = None) -> None:
+                 task: Optional[Callable[..., Task]] = None, distributed: Optional[bool] = None) -> None:
         cfg = (cfg or TrainConfig()).validate()
         if getattr(cfg, "tensorboard", False):
             require_tensorboard()  # a missing optional package: one line now, not after loading and building
-        self.device = resolve_device(cfg.device)
+        options = (engine_options or EngineOptions()).resolved()
+        # data-parallel under torchrun: joins the process group; every rank then holds rank 0's config
+        self.parallel = setup_parallel(cfg, distributed, shards_per_rank=options.batch_shards)
+        cfg = agree_on_config(self.parallel, cfg)
+        self.device = self.parallel.device or resolve_device(cfg.device)
         # how steps execute; refuses (ConfigError) what this device cannot run, before any loading
-        self.engine = Engine(resolve_plan(cfg, self.device, engine_options), self.device)
+        self.engine = Engine(resolve_plan(cfg, self.device, options, self.parallel), self.device, self.parallel)
         self.run_dir = Path(cfg.out)
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise ConfigError(f"out {str(self.run_dir)!r} exists and is not a folder")
         given = {k: v for k, v in dict(data=data, generator=generator, discriminator=discriminator).items()
                  if v is not None}
         self.task: Task = (task or NoiseToImage)(cfg, self.engine, **given)
+        self._check_data_parallel()
         self.stats = self.task.stats
         self.schedule_steps = self.cfg.steps  # the lr schedule spans the configured run, whatever fit() is asked
         self._lr_factor_set: Optional[float] = 1.0  # the factor the optimisers hold (None: unknown, set it)
@@ -101,9 +112,8 @@ class Trainer:
         self._saving = False                    # a second signal waits until the checkpoint is written
         self._abort_after_save = False
         self._resumed = resume
-        # a later torchrun: only rank 0 writes the run folder
-        self.writes = not (torch.distributed.is_available() and torch.distributed.is_initialized()) \
-            or torch.distributed.get_rank() == 0
+        self._stop_agreed = False  # under torchrun a stop request counts once every rank knows of it
+        self.writes = self.parallel.writes  # under torchrun only rank 0 touches the run folder
         if resume:
             self._resume()
 
@@ -111,6 +121,20 @@ class Trainer:
     def cfg(self):
         """The resolved config (the task's)."""
         return self.task.cfg
+
+    def _check_data_parallel(self) -> None:
+        """Refuse a task that would train wrongly data-parallel: same samples on every rank, or no averaging."""
+        if not self.parallel.active:
+            return
+        name = type(self.task).__name__
+        ours = {id(g) for g in self.engine.stream_generators}
+        if any(id(g) not in ours for s in self.task.steps() for g in s.generators):
+            raise mark_every_rank(ConfigError(
+                f"task {name} draws from generators not made by engine.batch_streams: every process would draw "
+                "the same samples; it cannot train data-parallel"))
+        if not self.engine.ddp_modules:
+            raise mark_every_rank(ConfigError(f"task {name} wraps no network with engine.data_parallel: gradients "
+                                              "would not be averaged; it cannot train data-parallel"))
 
     def __getattr__(self, name: str) -> Any:
         if name == "task" or "task" not in self.__dict__:  # during construction: a plain missing attribute
@@ -144,7 +168,7 @@ class Trainer:
             raise ConfigError(f"steps must be non-negative, got {total}")
         if steps is not None:
             self.task.cfg = dataclasses.replace(self.cfg, steps=total)
-        self._stop_requested, self.stopped_by = False, None
+        self._stop_requested, self._stop_agreed, self.stopped_by = False, False, None
         with self._run_folder(), self._tensorboard(), self._graceful_interrupt():
             self._train_to(total)
         return self
@@ -157,19 +181,22 @@ class Trainer:
         self.task.train()
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, initial=self.step, unit="step", dynamic_ncols=True, disable=not cfg.progress,
-                   desc=f"fastgan {Path(cfg.out).name}")
+        bar = tqdm(total=total, initial=self.step, unit="step", dynamic_ncols=True,
+                   disable=not cfg.progress or not self.writes, desc=f"fastgan {Path(cfg.out).name}")
         window_t0, window_step = time.perf_counter(), self.step
-        while self.step < total and not self._stop_requested:
+        while self.step < total and not self._stopping:
             self._iteration()
             bar.update(1)
-            last = self.step == total or self._stop_requested
+            if self.step % cfg.log_every == 0:
+                self._agree_on_stop()
+            last = self.step == total or self._stopping
             if self.step % cfg.log_every == 0 or last:
                 rec = self._log(window_t0, window_step)
                 if not all(math.isfinite(rec[k]) for k in self.stats.names if k in rec):
-                    bar.close()  # stop before any sample or checkpoint of this step
-                    raise TrainingError(f"losses became non-finite at step {self.step}; the last checkpoint "
-                                        "is kept; try a lower learning rate or --amp none")
+                    bar.close()  # stop before any sample or checkpoint of this step (every rank sees the sums)
+                    raise mark_every_rank(TrainingError(
+                        f"losses became non-finite at step {self.step}; the last checkpoint is kept; try a lower "
+                        "learning rate or --amp none"))
                 bar.set_postfix({k: f"{rec[v]:.3f}" for k, v in self.task.progress_keys.items() if v in rec},
                                 refresh=False)
                 window_t0, window_step = time.perf_counter(), self.step
@@ -180,7 +207,7 @@ class Trainer:
             if cfg.ckpt_every and self.step % cfg.ckpt_every == 0 and not last:
                 self.save_checkpoint()
         bar.close()
-        if self._stop_requested and self.step < total:  # a grace period is short: the checkpoint, no evaluation
+        if self._stopping and self.step < total:  # a grace period is short: the checkpoint, no evaluation
             self.save_checkpoint()
             warnings.warn(f"training stopped by {self.stopped_by} at step {self.step}; checkpoint saved, "
                           "rerun to continue")
@@ -216,6 +243,18 @@ class Trainer:
         for _ in range(int(n)):
             self._iteration()
 
+    @property
+    def _stopping(self) -> bool:
+        """A stop was asked (a signal): at once for one process; under torchrun once every rank agreed."""
+        return self._stop_agreed if self.parallel.active else self._stop_requested
+
+    def _agree_on_stop(self) -> None:
+        """Under torchrun, at a log line: share every rank's stop request, so all stop after the same step."""
+        if self.parallel.active and not self._stop_agreed:
+            self._stop_agreed = self.parallel.any(self._stop_requested)
+            if self._stop_agreed and self.stopped_by is None:
+                self.stopped_by = "a signal to another process"
+
     @contextlib.contextmanager
     def _graceful_interrupt(self) -> Iterator[None]:
         """First Ctrl-C or SIGTERM: finish the current step, checkpoint, stop. A second one aborts,
@@ -245,11 +284,26 @@ class Trainer:
         """The run folder, claimed for one :meth:`fit`: locked, recovered, its log rewound, config saved.
 
         The lock (:class:`~fastgan.run_folder.RunLock`) is held until the fit
-        ends; an operating-system error while writing becomes one line naming the path.
+        ends; an operating-system error while writing becomes one line naming
+        the path. Under torchrun rank 0 alone claims the folder (and holds the
+        lock); when it cannot, every rank raises its error.
         """
-        if not self.writes:
+        lock = None
+        with self.parallel.outcome_of_writer():
+            if self.writes:
+                lock = self._claim_run_folder()
+        try:
             yield
-            return
+        except StorageError:
+            raise
+        except OSError as e:
+            raise storage_error(e, "write into the run folder", e.filename or self.run_dir) from None
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _claim_run_folder(self) -> RunLock:
+        """Lock the run folder, recover it, rewind its log and save the config; returns the lock, held."""
         lock = RunLock(self.run_dir).acquire()   # RunLockedError when another trainer holds the folder
         try:
             clean_stale_temporaries(self.run_dir)
@@ -260,28 +314,32 @@ class Trainer:
                                       "Trainer to continue from there")
             rewind_metrics(self.run_dir, self.step)   # lines past the checkpoint are written again
             atomic_write(self.run_dir / "config.json", json.dumps(self.cfg.to_dict(), indent=2) + "\n")
-            yield
-        except StorageError:
-            raise
-        except OSError as e:
-            raise storage_error(e, "write into the run folder", e.filename or self.run_dir) from None
-        finally:
+        except BaseException as e:
             lock.release()
+            if isinstance(e, OSError) and not isinstance(e, StorageError):
+                raise storage_error(e, "write into the run folder", e.filename or self.run_dir) from None
+            raise
+        return lock
 
     def _resume(self) -> None:
-        """Load the newest intact checkpoint, once what an interrupted save left is recovered (under the lock)."""
+        """Load the newest intact checkpoint, once what an interrupted save left is recovered (under the lock).
+
+        Under torchrun rank 0 reads it and sends it to the others.
+        """
+        self._load_on_writer(self._read_newest)
+
+    def _read_newest(self) -> Optional[tuple[str, dict, dict]]:
         if not self.run_dir.is_dir():
-            return
+            return None
         try:
-            lock = RunLock(self.run_dir).acquire() if self.writes else None
+            lock = RunLock(self.run_dir).acquire()
         except StorageError:  # a folder this process cannot write: read it as it is, recover nothing
             lock = None
         try:
             if lock is not None:
                 clean_stale_temporaries(self.run_dir)
             ckpt = select_checkpoint(self.run_dir, set_aside=lock is not None)
-            if ckpt is not None:
-                self.load_checkpoint(ckpt)
+            return self._read_checkpoint(ckpt) if ckpt is not None else None
         finally:
             if lock is not None:
                 lock.release()
@@ -322,6 +380,7 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         dt = time.perf_counter() - t0
         steps = max(self.step - step0, 1)
+        self.parallel.all_reduce_sum_(self.stats.buffer)  # under torchrun: sums and counts of every rank
         rec: dict[str, Any] = {"step": self.step, **self.stats.read()}  # the one host sync per log line
         rec["step_time_ms"] = 1000.0 * dt / steps
         rec["images_per_s"] = self.cfg.batch_size * steps / dt if dt > 0 else float("nan")
@@ -330,41 +389,55 @@ class Trainer:
         return rec
 
     def _evaluate(self) -> dict[str, Any]:
-        result = self.task.evaluate()
+        result = None
+        with self.parallel.outcome_of_writer():  # every rank holds the same weights: rank 0 evaluates
+            if self.writes:
+                result = self.task.evaluate()
+        result = self.parallel.broadcast_object(result)
         self._record({"step": self.step, "eval": result, "time": time.time()})
         return result
 
     def _plot_history(self) -> None:
-        if not self.writes:
-            return
-        try:
-            plot_history(self.run_dir / "metrics.jsonl", self.run_dir / "history.png")
-        except Exception as e:  # a plot must never cost a finished run
-            warnings.warn(f"could not plot the training history: {e}")
+        with self.parallel.outcome_of_writer():
+            if self.writes:
+                try:
+                    plot_history(self.run_dir / "metrics.jsonl", self.run_dir / "history.png")
+                except Exception as e:  # a plot must never cost a finished run
+                    warnings.warn(f"could not plot the training history: {e}")
 
     def save_samples(self) -> Path:
-        """Write the task's sample figure for the current step into ``samples/``."""
+        """Write the task's sample figure for the current step into ``samples/`` (rank 0 under torchrun)."""
         path = self.run_dir / "samples" / f"step_{self.step:08d}.png"
-        if self.writes:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.task.save_samples(path)
-            if self._tb is not None:
-                self._tb.image(path, self.step)
+        with self.parallel.outcome_of_writer():
+            if self.writes:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.task.save_samples(path)
+                if self._tb is not None:
+                    self._tb.image(path, self.step)
         return path
 
     # ================================================================== checkpoints
     def save_checkpoint(self) -> Path:
-        """Write a checkpoint of the current step atomically (see :mod:`fastgan.checkpoint`)."""
-        self.task.before_checkpoint()
+        """Write a checkpoint of the current step atomically (see :mod:`fastgan.checkpoint`).
+
+        Under torchrun every rank calls it: rank 0 gathers each rank's own
+        state (random streams, running sums), writes, and the others wait for
+        it, so a kill of any process at any moment leaves the last complete checkpoint.
+        """
         final = self.run_dir / "checkpoints" / f"step_{self.step:08d}"
-        if not self.writes:
-            return final
-        state: dict[str, Any] = {"step": self.step, "torch_rng": torch.get_rng_state(),
-                                 "stats": self.stats.buffer.detach().cpu(),
-                                 "history": json.dumps(self.history[-1000:])}
+        ranks = self.parallel.gather_object(self._rank_state())  # [rank 0's, rank 1's, ...] on rank 0
+        with self.parallel.outcome_of_writer():
+            if self.writes:
+                final = self._write_checkpoint(ranks)
+        return final
+
+    def _write_checkpoint(self, ranks: list[dict[str, Any]]) -> Path:
+        self.task.before_checkpoint()
+        state: dict[str, Any] = {"step": self.step, **ranks[0], "history": json.dumps(self.history[-1000:])}
         state.update({k: opt.state_dict() for k, opt in self.task.optimizers().items()})
         state.update({k: sc.state_dict() for k, sc in self.task.scalers().items() if sc is not None})
-        state.update(self.task.state_dict())
+        if self.parallel.shards > 1:
+            state.update(world_size=self.parallel.world_size, shards=self.parallel.shards, other_ranks=ranks[1:])
         meta = {"fastgan_version": __version__, "config": json.dumps(self.cfg.to_dict()),
                 "config_hash": self.cfg.config_hash(), **self.task.checkpoint_metadata()}
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -378,12 +451,34 @@ class Trainer:
                 self._abort_after_save = False
                 raise KeyboardInterrupt
 
+    def _rank_state(self) -> dict[str, Any]:
+        """What differs between the ranks of a run: the global RNG, the running sums and the task's own state."""
+        return {"torch_rng": torch.get_rng_state(), "stats": self.stats.buffer.detach().cpu(),
+                **self.task.state_dict()}
+
     def load_checkpoint(self, ckpt: Union[str, os.PathLike]) -> None:
         """Restore networks, optimisers, random state and step from a checkpoint folder.
+
+        Under torchrun every rank calls it: rank 0 reads the folder and sends
+        its content to the others (no shared file system needed).
 
         Args:
             ckpt: a checkpoint folder (``RUN/checkpoints/step_XXXXXXXX``).
         """
+        self._load_on_writer(lambda: self._read_checkpoint(Path(ckpt)))
+
+    def _load_on_writer(self, read: Callable[[], Optional[tuple[str, dict, dict]]]) -> None:
+        """Rank 0 reads a checkpoint with ``read`` (``None``: there is none); every rank applies what it read."""
+        loaded = None
+        with self.parallel.outcome_of_writer():
+            if self.writes:
+                loaded = read()
+        loaded = self.parallel.broadcast_object(loaded)
+        if loaded is not None:
+            self._apply_checkpoint(*loaded)
+
+    def _read_checkpoint(self, ckpt: Path) -> tuple[str, dict, dict]:
+        """(folder, weights per network, training state) of a checkpoint this config can resume."""
         nets, meta = read_models(ckpt)
         try:
             saved_cfg = type(self.cfg).from_dict(json.loads(meta.get("config", "{}")))
@@ -395,11 +490,14 @@ class Trainer:
                               for k in diff)
             raise CheckpointError(f"the checkpoint in '{self.run_dir}' comes from an incompatible config: {pairs}; "
                                   "use another --out or the same settings")
-        state = read_state(ckpt)
+        return str(ckpt), nets, read_state(ckpt)
+
+    def _apply_checkpoint(self, ckpt: str, nets: dict, state: dict) -> None:
         for name, net in self.task.networks().items():
             if net is not None:
                 load_module_weights(net, nets.get(name, {}), self.task.network_labels.get(name, name))
         try:
+            own = self._own_rank_state(state)
             for key, opt in self.task.optimizers().items():
                 opt.load_state_dict(state[key])
                 self.engine.after_optimizer_load(opt)  # the plan's Adam flags; re-capture graphs
@@ -407,9 +505,14 @@ class Trainer:
             for key, scaler in self.task.scalers().items():
                 if scaler is not None and key in state:
                     scaler.load_state_dict(state[key])  # fills the scale tensors in place
-            self.task.load_state_dict(state)
-            self.stats.buffer.copy_(state["stats"])
-            torch.set_rng_state(state["torch_rng"])
+            self.task.load_state_dict({**state, **(own or {})})
+            if own is not None:
+                self.stats.buffer.copy_(own["stats"])
+                torch.set_rng_state(own["torch_rng"])
+            else:  # another world size: the streams restart, rank 0 carries every rank's unlogged sums
+                self.engine.restart_streams(int(state["step"]))
+                sums = [state["stats"], *(r["stats"] for r in state.get("other_ranks", []))]
+                self.stats.buffer.copy_(torch.stack(sums).sum(0) if self.writes else torch.zeros_like(sums[0]))
             step = int(state["step"])
             history = json.loads(state.get("history", "[]"))
             if not isinstance(history, list):
@@ -421,3 +524,14 @@ class Trainer:
                                   f"{detail[:200]})") from None
         self.step = step
         self.history = history
+
+    def _own_rank_state(self, state: dict) -> Optional[dict]:
+        """This rank's saved state when the checkpoint has the same layout of shards, else ``None`` (and a warning)."""
+        world, shards = int(state.get("world_size", 1)), int(state.get("shards", 1))
+        if (world, shards) == (self.parallel.world_size, self.parallel.shards):
+            return state if self.parallel.rank == 0 else state["other_ranks"][self.parallel.rank - 1]
+        if self.writes:
+            warnings.warn(f"resuming a run of {world} process(es) ({shards} batch shards) on "
+                          f"{self.parallel.world_size} ({self.parallel.shards}): weights, optimisers and step carry "
+                          "over; the random streams restart from (seed, shard, step)")
+        return None

@@ -1,8 +1,10 @@
 """The first task: a generator maps noise (and a class label) to an image or a 2-D point; one discriminator.
 
 Everything a step needs lives on the device before the first step: the data
-(uint8 images), one ``torch.Generator`` for every random draw, the networks,
-optimisers, EMA weights and the running sums. :meth:`NoiseToImage.train_step`
+(uint8 images), the random streams of this process's shards of the batch (one
+``torch.Generator`` each; one in a single process), the networks, optimisers,
+EMA weights and the running sums. Under torchrun the trained networks run
+through the engine's DDP wrappers where gradients must be averaged. :meth:`NoiseToImage.train_step`
 (D update(s), then the G update on the same fake batch, then the EMA update)
 and :meth:`NoiseToImage.reg_step` (lazy R1) follow the capture rules of
 docs/architecture.md, so the engine can run them eagerly, compiled or as
@@ -95,6 +97,9 @@ class NoiseToImage(Task):
         self.G_ema: Optional[nn.Module] = None
         if cfg.ema_decay > 0:
             self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        # the networks as the steps call them where gradients flow into them: DDP wrappers under torchrun
+        self._G_train = engine.data_parallel(self.G)
+        self._D_train = engine.data_parallel(self.D)
         # parameter lists walked once: the step freezes D and updates the EMA through them
         self._g_params = list(self.G.parameters())
         self._d_params = [p for p in self.D.parameters() if p.requires_grad]
@@ -105,9 +110,9 @@ class NoiseToImage(Task):
         self.scaler_g = engine.make_scaler()   # fp16 only, else None
         self.scaler_d = engine.make_scaler()
 
-        # ---- step state on the device
-        self.gen = torch.Generator(device=device)
-        self.gen.manual_seed(cfg.seed)
+        # ---- step state on the device; every random draw comes from this process's shard streams
+        self.streams = engine.batch_streams(cfg.seed, cfg.batch_size, cfg.pack)
+        self.gen = self.streams.generators[0]
         self.stats = RunningStats({"train": ("d_loss", "g_loss", "d_real", "d_fake"), "R1": ("r1",)}, device)
         self.ema_t = torch.zeros((), device=device)
         self._ema_stats_stale = True
@@ -119,32 +124,40 @@ class NoiseToImage(Task):
     # ================================================================== the steps
     def steps(self) -> list[Step]:
         """The training step, and the lazy R1 step every ``r1_every`` iterations when ``r1_gamma > 0``."""
-        out = [Step("train", self.train_step, (self.gen,))]
+        gens = self.streams.generators
+        out = [Step("train", self.train_step, gens)]
         if self.cfg.r1_gamma > 0:
-            out.append(Step("R1", self.reg_step, (self.gen,), every=self.cfg.r1_every))
+            out.append(Step("R1", self.reg_step, gens, every=self.cfg.r1_every))
         return out
 
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
         policy = self.cfg.augment_list()
         if not policy or self.cfg.augment_p == 0:
             return x
-        return apply_augment(x, policy, self.cfg.augment_p, generator=self.gen)
+        return self.streams.each(lambda part, g: apply_augment(part, policy, self.cfg.augment_p, generator=g), x)
+
+    def _real_batch(self) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        real, labels = self.streams.draw(self.data.sample)
+        return self.engine.to_layout(real), labels
+
+    def _noise(self) -> torch.Tensor:
+        return self.streams.draw(lambda n, g: torch.randn(n, self.z_dim, device=self.device, generator=g))
 
     def _labels(self, labels: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         return labels if self.num_classes else None
 
     def _g_forward(self, z: torch.Tensor, y: Optional[torch.Tensor]) -> torch.Tensor:
         with self.engine.autocast():
-            return self.G(z, y)
+            return self._G_train(z, y)
 
     def _d_forward_loss(self, real: torch.Tensor, fake: torch.Tensor, y: Optional[torch.Tensor]):
         with self.engine.autocast():
-            d_real, d_fake = score_real_and_fake(self.D, real, fake, y)
+            d_real, d_fake = score_real_and_fake(self._D_train, real, fake, y)
         return losses.d_loss(self.cfg.loss, d_real, d_fake), d_real, d_fake
 
     def _g_forward_loss(self, fake: torch.Tensor, y: Optional[torch.Tensor]) -> torch.Tensor:
         with self.engine.autocast():
-            logits = self.D(fake, y)
+            logits = self.D(fake, y)  # D itself, frozen: through DDP it would wait for gradients it never gets
         return losses.g_loss(self.cfg.loss, logits)
 
     def train_step(self) -> None:
@@ -153,21 +166,18 @@ class NoiseToImage(Task):
         Reads and writes only device tensors (capturable in a CUDA graph).
         The fake batch of the last D update is reused for the G update.
         """
-        cfg, B, engine = self.cfg, self.cfg.batch_size, self.engine
+        cfg, engine = self.cfg, self.engine
         fake = y = d_real = d_fake = loss_d = None
         for i in range(cfg.n_critic):
-            real, labels = self.data.sample(B, self.gen)
-            real = engine.to_layout(real)
+            real, labels = self._real_batch()
             y = self._labels(labels)
-            z = torch.randn(B, self.z_dim, device=self.device, generator=self.gen)
+            z = self._noise()
             with torch.set_grad_enabled(i == cfg.n_critic - 1):  # keep G's graph only for the reused fake
                 fake = self._generate(z, y)
             # -- D update: real -> high, fake -> low (augment draws real's randoms first)
             loss_d, d_real, d_fake = self._d_loss_fn(self._augment(real), self._augment(fake.detach()), y)
             if cfg.gp_weight > 0:
-                with use_impl("ref"):  # the penalty differentiates a gradient: reference ops support that
-                    gp = losses.gradient_penalty(self.D, real, fake.detach(), y, generator=self.gen)
-                loss_d = loss_d + cfg.gp_weight * gp
+                loss_d = loss_d + cfg.gp_weight * self._gradient_penalty(real, fake.detach(), y)
             engine.update(loss_d, self.opt_d, self.scaler_d)
         # -- G update on the same fake batch, D frozen
         _set_requires_grad(self._d_params, False)
@@ -179,6 +189,17 @@ class NoiseToImage(Task):
         self._update_ema()
         self.stats.add("train", loss_d, loss_g, d_real.detach().float().mean(), d_fake.detach().float().mean())
 
+    def _gradient_penalty(self, real: torch.Tensor, fake: torch.Tensor, y: Optional[torch.Tensor]) -> torch.Tensor:
+        """WGAN-GP on this process's batch, the mean of its shards' penalties (one shard: the penalty itself).
+
+        Through D itself: its gradient joins the DDP-averaged D loss's in one backward.
+        """
+        def penalty(r, f, labels, g):
+            with use_impl("ref"):  # the penalty differentiates a gradient: reference ops support that
+                return losses.gradient_penalty(self.D, r, f, labels, generator=g).reshape(1)
+
+        return self.streams.each(penalty, real, fake, y).mean()
+
     def reg_step(self) -> None:
         """Lazy R1 regularisation of D on real data (run every ``r1_every`` steps).
 
@@ -188,12 +209,14 @@ class NoiseToImage(Task):
         so ``r1_gamma`` means the same for every mixture.
         """
         cfg = self.cfg
-        real, labels = self.data.sample(cfg.batch_size, self.gen)
-        real = self._augment(self.engine.to_layout(real)).detach().requires_grad_(True)
+        real, labels = self._real_batch()
+        real = self._augment(real).detach().requires_grad_(True)
         with use_impl("ref"):  # R1 differentiates a gradient: reference ops support that
+            # D itself, not its DDP wrapper: R1 never reaches D's last bias, and DDP would wait for that gradient
             logits = self.D(real, self._labels(labels))
             r1 = r1_in_input_units(self.D, losses.r1_penalty(logits, real))
-        self.engine.update(r1 * (cfg.r1_gamma / 2 * cfg.r1_every), self.opt_d, None)  # fp32: no scaler
+        self.engine.update(r1 * (cfg.r1_gamma / 2 * cfg.r1_every), self.opt_d, None,  # fp32: no scaler
+                           average_grads=True)
         self.stats.add("R1", r1)
 
     @torch.no_grad()
@@ -230,16 +253,20 @@ class NoiseToImage(Task):
         return {"scaler_g": self.scaler_g, "scaler_d": self.scaler_d}
 
     def state_dict(self) -> dict[str, Any]:
-        """The noise generator's state and the EMA step counter."""
-        return {"gen_state": self.gen.get_state(), "ema_t": self.ema_t.detach().cpu()}
+        """The random streams' states (``gen_state``, then ``gen_state.1``, ... for more shards) and the EMA counter."""
+        gens = {f"gen_state.{i}" if i else "gen_state": g.get_state() for i, g in enumerate(self.streams.generators)}
+        return {**gens, "ema_t": self.ema_t.detach().cpu()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the noise generator and the EMA counter; the checkpoint holds the standing statistics.
+        """Restore the random streams and the EMA counter; the checkpoint holds the standing statistics.
 
         Args:
             state: the checkpoint's training state.
         """
         self.gen.set_state(state["gen_state"])
+        for i, g in enumerate(self.streams.generators[1:], 1):  # absent when the shards per process changed:
+            if f"gen_state.{i}" in state:                         # the loop then restarts the streams
+                g.set_state(state[f"gen_state.{i}"])
         self.ema_t.copy_(state["ema_t"])
         self._ema_stats_stale = False
 
