@@ -31,7 +31,6 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import torch
 
 from .errors import ConfigError, FastGANError, TrainingError
-from . import errors as _errors
 
 BACKENDS = ("auto", "nccl", "gloo")
 ENV_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
@@ -241,13 +240,24 @@ class Parallel:
             raise mark_every_rank(failure) if report is not None else failure
         if report is not None:
             kind, message = report
-            cls = getattr(_errors, kind, None)
-            if not (isinstance(cls, type) and issubclass(cls, FastGANError)):
+            cls = _fastgan_error_class(kind)
+            if cls is None:
                 cls, message = TrainingError, f"rank 0 failed ({kind}: {message})"
             raise mark_every_rank(cls(message)) from None
 
 
 SINGLE_PROCESS = Parallel()
+
+
+def _fastgan_error_class(name: str) -> Optional[type]:
+    """The fastgan error class called ``name`` (any module's subclass of FastGANError), or ``None``."""
+    todo = [FastGANError]
+    while todo:
+        cls = todo.pop()
+        if cls.__name__ == name:
+            return cls
+        todo += cls.__subclasses__()
+    return None
 
 
 # ---------------------------------------------------------------------------- set-up

@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from fastgan import ConfigError, TrainConfig, Trainer
+from fastgan import errors as fastgan_errors
 from fastgan.checkpoint import latest_checkpoint, read_models
 from fastgan.cli import main as cli_main
 from fastgan.distributed import BatchStreams, Parallel, setup_parallel, stream_seed
@@ -279,3 +280,35 @@ def test_one_stream_draws_as_a_plain_generator_and_more_concatenate_their_shards
 def test_graph_capture_of_ddp_needs_nccl():
     assert "cannot be captured" in ddp_capture_problem("gloo")
     assert ddp_capture_problem("nccl") is None or "NCCL" in ddp_capture_problem("nccl")
+
+
+class _FakeRank(Parallel):
+    """A rank of a two-process run whose broadcast hands out a given report of rank 0 (no process group)."""
+
+    report = None
+
+    def broadcast_object(self, obj):
+        return obj if self.writes else self.report
+
+
+def test_a_failure_of_rank_0_is_raised_alike_on_every_rank():
+    from fastgan import CheckpointError
+
+    writer = _FakeRank(world_size=2, rank=0)
+    with pytest.raises(CheckpointError, match="disk full") as e:
+        with writer.outcome_of_writer():
+            raise CheckpointError("disk full")
+    assert e.value.every_rank
+    other = _FakeRank(world_size=2, rank=1)
+    object.__setattr__(other, "report", ("CheckpointError", "disk full"))
+    with pytest.raises(CheckpointError, match="^disk full$") as e:
+        with other.outcome_of_writer():
+            pass
+    assert e.value.every_rank
+    object.__setattr__(other, "report", ("PermissionError", "denied"))
+    with pytest.raises(fastgan_errors.TrainingError, match=r"rank 0 failed \(PermissionError: denied\)"):
+        with other.outcome_of_writer():
+            pass
+    object.__setattr__(other, "report", None)
+    with other.outcome_of_writer():   # rank 0 succeeded: everyone goes on
+        pass
