@@ -1,29 +1,38 @@
-"""One process of a data-parallel test run, started by torchrun: train from a JSON config, dump its weights.
+"""One process of a data-parallel test run, started by torchrun: ``fastgan train`` as the CLI runs it, then a dump.
 
-Usage: python -m torch.distributed.run --nproc_per_node 2 tests/ddp_worker.py CONFIG_JSON DUMP_DIR
-The dump (DUMP_DIR/rank<R>.pt: G and D state dicts) is the tests' window on the ranks other than 0,
-which write nothing into the run folder.
+Usage: python -m torch.distributed.run --nproc_per_node 2 tests/ddp_worker.py DUMP_DIR train --data ... --out ...
+Everything after DUMP_DIR is the command line of ``python -m fastgan``; the process exits with its status.
+When training ended, DUMP_DIR/rank<R>.pt holds the trainer's G and D state dicts: the tests' window on
+the ranks other than 0, which write nothing into the run folder.
 """
 
-import json
 import sys
 from pathlib import Path
 
 import torch
 
-from fastgan import TrainConfig, Trainer
+from fastgan import cli
+from fastgan.train import Trainer
 
 
-def main(config_json: str, dump_dir: str) -> None:
-    cfg = TrainConfig.from_dict(json.loads(config_json))
-    trainer = Trainer(cfg)
-    trainer.fit()
-    dump = Path(dump_dir)
-    dump.mkdir(parents=True, exist_ok=True)
-    rank = trainer.parallel.rank
-    torch.save({"G": trainer.G.state_dict(), "D": trainer.D.state_dict(), "step": trainer.step,
-                "world_size": trainer.parallel.world_size}, dump / f"rank{rank}.pt")
+def main(dump_dir: str, argv: list[str]) -> int:
+    trained = []
+    fit = Trainer.fit
+
+    def fit_and_remember(self, *args, **kwargs):
+        trained.append(self)
+        return fit(self, *args, **kwargs)
+
+    Trainer.fit = fit_and_remember   # the CLI builds its Trainer inside; this keeps a hold of it
+    status = cli.main(argv)
+    if trained and status == 0:
+        trainer = trained[-1]
+        dump = Path(dump_dir)
+        dump.mkdir(parents=True, exist_ok=True)
+        torch.save({"G": trainer.G.state_dict(), "D": trainer.D.state_dict(), "step": trainer.step,
+                    "world_size": trainer.parallel.world_size}, dump / f"rank{trainer.parallel.rank}.pt")
+    return status
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    sys.exit(main(sys.argv[1], sys.argv[2:]))

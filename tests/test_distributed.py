@@ -2,15 +2,15 @@
 
 The tests that start processes (``python -m torch.distributed.run --standalone``:
 a local rendezvous on a free port) are marked slow: each launch starts three
-interpreters, which takes tens of seconds on a busy 2-core machine. They run
-in ``make test`` like the others. One two-process run (the module fixture)
-serves three tests.
+interpreters, which takes seconds on a busy 2-core machine. They run in
+``make test`` like the others. Three launches in all: the module fixture's
+two-process run, killed once mid-run and resumed by the same command (it
+serves four checks), and the out-folder error.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import signal
@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -40,12 +41,12 @@ LAUNCH_TIMEOUT = 600
 # lazy R1 (every 4 steps, its own all-reduce), EMA.
 TRAIN = dict(data="digits", steps=20, batch_size=16, resolution=16, g_width=8, d_width=8, z_dim=16,
              conditional=True, augment="translation,cutout", r1_gamma=1.0, r1_every=4, gp_weight=1.0, n_critic=2,
-             sync_bn=True, log_every=5, ckpt_every=10, sample_every=0, progress=False, device="cpu")
+             sync_bn=True, log_every=5, ckpt_every=5, sample_every=0, progress=False, device="cpu")
 
 # One process drawing the two ranks' shards sums every gradient over the batch at once where the ranks sum
 # their halves and then add the two sums (and the synchronised batch norm adds per-rank sums): the same
 # maths in another order of float additions, which Adam carries on. Seen: <= 6e-8 after 20 steps; the
-# weights move by ~1e-3 in those steps.
+# weights move by ~1e-3 in those steps, and drawing other samples moves them apart by more than 100x this.
 MATCH_ATOL = 2e-6
 
 
@@ -66,72 +67,6 @@ def _flags(cfg: dict) -> list[str]:
 
 def _tail(text: str, n: int = 3000) -> str:
     return text[-n:]
-
-
-@pytest.fixture(scope="module")
-def two_rank_run(tmp_path_factory):
-    """TRAIN on two processes (gloo) through the test worker: the run folder and each rank's final weights."""
-    root = tmp_path_factory.mktemp("ddp")
-    cfg = {**TRAIN, "out": str(root / "run")}
-    r = subprocess.run(TORCHRUN + ["--nproc_per_node", "2", str(WORKER), json.dumps(cfg), str(root / "dump")],
-                       capture_output=True, text=True, timeout=LAUNCH_TIMEOUT, env=_env())
-    assert r.returncode == 0, _tail(r.stdout + r.stderr)
-    ranks = [torch.load(root / "dump" / f"rank{i}.pt") for i in range(2)]
-    return root / "run", ranks
-
-
-def _max_diff(a: dict, b: dict) -> float:
-    assert a.keys() == b.keys()
-    return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
-
-
-@pytest.mark.slow
-def test_two_ranks_hold_identical_weights_that_match_one_process(two_rank_run, tmp_path, one_thread):
-    run, (r0, r1) = two_rank_run
-    assert r0["step"] == r1["step"] == 20 and r0["world_size"] == 2
-    for net in ("G", "D"):  # bitwise: parameters and (synchronised batch norm) running statistics alike
-        assert r0[net].keys() == r1[net].keys()
-        assert all(torch.equal(r0[net][k], r1[net][k]) for k in r0[net]), net
-
-    # one process drawing both ranks' shards: the same samples, the same global batch
-    ref = Trainer(TrainConfig(**{**TRAIN, "out": str(tmp_path / "one")}),
-                  engine_options=EngineOptions(batch_shards=2)).fit()
-    start = Trainer(TrainConfig(**{**TRAIN, "out": str(tmp_path / "start")}))  # the weights before step 1
-    for net in ("G", "D"):
-        got = getattr(ref, net).state_dict()
-        assert _max_diff(got, r0[net]) <= MATCH_ATOL, net
-        moved = _max_diff({k: v for k, v in got.items() if v.is_floating_point()},
-                          {k: v for k, v in getattr(start, net).state_dict().items() if v.is_floating_point()})
-        assert moved > 100 * MATCH_ATOL, net   # training moved the weights far beyond the tolerance
-
-    # drawing the batch as one shard gives other samples: the shards are what made the runs agree
-    plain = Trainer(TrainConfig(**{**TRAIN, "out": str(tmp_path / "plain"), "steps": 4}))
-    plain.fit()
-    sharded = Trainer(TrainConfig(**{**TRAIN, "out": str(tmp_path / "sharded"), "steps": 4}),
-                      engine_options=EngineOptions(batch_shards=2)).fit()
-    assert _max_diff(plain.G.state_dict(), sharded.G.state_dict()) > 100 * MATCH_ATOL
-
-    # rank 0 alone wrote the run folder, with the two ranks' own random streams in each checkpoint
-    nets, _ = read_models(latest_checkpoint(run))
-    assert all(torch.equal(nets["G"][k], r0["G"][k]) for k in r0["G"])
-    state = torch.load(latest_checkpoint(run) / "state.pt", weights_only=True)
-    assert state["world_size"] == 2 and state["shards"] == 2 and len(state["other_ranks"]) == 1
-    assert not torch.equal(state["gen_state"], state["other_ranks"][0]["gen_state"])
-
-
-@pytest.mark.slow
-def test_a_run_resumes_on_another_number_of_processes(two_rank_run, tmp_path, one_thread):
-    run = tmp_path / "run"
-    shutil.copytree(two_rank_run[0], run)
-    shutil.rmtree(run / "checkpoints" / "step_00000020")
-    with pytest.warns(UserWarning, match="random streams restart"):
-        tr = Trainer(TrainConfig(**{**TRAIN, "out": str(run)}))   # one process resumes the two-process run
-    assert tr.step == 10 and tr.parallel.world_size == 1
-    nets, _ = read_models(run / "checkpoints" / "step_00000010")
-    assert all(torch.equal(v, nets["D"][k]) for k, v in tr.D.state_dict().items())
-    tr.fit()
-    assert tr.step == 20 and latest_checkpoint(run).name == "step_00000020"
-    assert all(torch.isfinite(p).all() for p in tr.G.parameters())
 
 
 def _descendants(pid: int) -> list[int]:
@@ -161,17 +96,13 @@ def _worker_pid(launcher: int, rank: int) -> int | None:
     return None
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the worker's pid through /proc")
-def test_a_killed_rank_leaves_a_checkpoint_the_same_command_resumes_exactly(two_rank_run, tmp_path):
-    run = tmp_path / "run"
-    cmd = TORCHRUN + ["--nproc_per_node", "2", "-m", "fastgan", "train",
-                      *_flags({**TRAIN, "out": str(run), "ckpt_every": 2})]
+def _launch_and_kill_rank_1(cmd: list[str], run: Path) -> tuple[int, str]:
+    """Start ``cmd``; SIGKILL rank 1 as soon as rank 0 has written a checkpoint. (exit status, output)."""
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
                          start_new_session=True)
     try:
         victim, deadline = None, time.monotonic() + LAUNCH_TIMEOUT
-        while latest_checkpoint(run) is None:  # SIGKILL rank 1 once rank 0 has written a checkpoint
+        while latest_checkpoint(run) is None:
             assert p.poll() is None, "the run ended before it could be killed: " + _tail(p.stdout.read())
             assert time.monotonic() < deadline
             victim = victim or _worker_pid(p.pid, 1)
@@ -184,19 +115,107 @@ def test_a_killed_rank_leaves_a_checkpoint_the_same_command_resumes_exactly(two_
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
-    assert p.returncode != 0, _tail(out)
-    killed_at = int(latest_checkpoint(run).name.split("_")[1])
-    assert 2 <= killed_at < 20, _tail(out)
-    read_models(latest_checkpoint(run))   # complete and readable
+    return p.returncode, out
 
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT, env=_env())
-    assert r.returncode == 0, _tail(r.stdout + r.stderr)
-    assert "continuing run" in r.stderr
-    nets, _ = read_models(latest_checkpoint(run))
-    assert latest_checkpoint(run).name == "step_00000020"
-    reference = two_rank_run[1][0]   # the same training, uninterrupted
+
+@pytest.fixture(scope="module")
+def two_rank_run(tmp_path_factory):
+    """TRAIN on two processes (gloo) as ``fastgan train`` runs it, its rank 1 SIGKILLed mid-run and the same
+    command run again to finish: the run folder, the kill, and each rank's final weights."""
+    if not Path("/proc/self/environ").exists():
+        pytest.skip("finds the worker's pid through /proc")
+    root = tmp_path_factory.mktemp("ddp")
+    run = root / "run"
+    cmd = TORCHRUN + ["--nproc_per_node", "2", str(WORKER), str(root / "dump"), "train",
+                      *_flags({**TRAIN, "out": str(run)})]
+    killed_status, killed_out = _launch_and_kill_rank_1(cmd, run)
+    killed_at = int(latest_checkpoint(run).name.split("_")[1])
+    read_models(latest_checkpoint(run))   # complete and readable: the resumed launch must use it
+    resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT, env=_env())
+    assert resumed.returncode == 0, _tail(resumed.stdout + resumed.stderr)
+    ranks = [torch.load(root / "dump" / f"rank{i}.pt") for i in range(2)]
+    return SimpleNamespace(run=run, ranks=ranks, killed_status=killed_status, killed_out=killed_out,
+                           killed_at=killed_at, resumed_err=resumed.stderr)
+
+
+@pytest.fixture(scope="module")
+def one_process_reference(two_rank_run, tmp_path_factory):
+    """One process drawing both ranks' shards (the same samples, the same global batch): its G and D."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)   # tiny tensors (see helpers.one_thread)
+    try:
+        out = tmp_path_factory.mktemp("one") / "run"
+        ref = Trainer(TrainConfig(**{**TRAIN, "out": str(out)}), engine_options=EngineOptions(batch_shards=2)).fit()
+    finally:
+        torch.set_num_threads(threads)
+    return {"G": ref.G.state_dict(), "D": ref.D.state_dict()}
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+
+
+@pytest.mark.slow
+def test_two_ranks_hold_identical_weights_that_match_one_process(two_rank_run, one_process_reference, tmp_path,
+                                                                 one_thread):
+    r0, r1 = two_rank_run.ranks
+    assert r0["step"] == r1["step"] == 20 and r0["world_size"] == 2
+    for net in ("G", "D"):  # bitwise: parameters and (synchronised batch norm) running statistics alike
+        assert r0[net].keys() == r1[net].keys()
+        assert all(torch.equal(r0[net][k], r1[net][k]) for k in r0[net]), net
+
+    start = Trainer(TrainConfig(**{**TRAIN, "out": str(tmp_path / "start")}))  # the weights before step 1
     for net in ("G", "D"):
-        assert all(torch.equal(nets[net][k], reference[net][k]) for k in reference[net]), net
+        got = one_process_reference[net]
+        assert _max_diff(got, r0[net]) <= MATCH_ATOL, net
+        moved = _max_diff({k: v for k, v in got.items() if v.is_floating_point()},
+                          {k: v for k, v in getattr(start, net).state_dict().items() if v.is_floating_point()})
+        assert moved > 100 * MATCH_ATOL, net   # training moved the weights far beyond the tolerance
+
+    # drawing the batch as one shard gives other samples: the shards are what made the runs agree
+    plain = Trainer(TrainConfig(**{**TRAIN, "out": str(tmp_path / "plain"), "steps": 4}))
+    plain.fit()
+    sharded = Trainer(TrainConfig(**{**TRAIN, "out": str(tmp_path / "sharded"), "steps": 4}),
+                      engine_options=EngineOptions(batch_shards=2)).fit()
+    assert _max_diff(plain.G.state_dict(), sharded.G.state_dict()) > 100 * MATCH_ATOL
+
+    # rank 0 alone wrote the run folder, with the two ranks' own random streams in each checkpoint
+    run = two_rank_run.run
+    nets, _ = read_models(latest_checkpoint(run))
+    assert all(torch.equal(nets["G"][k], r0["G"][k]) for k in r0["G"])
+    state = torch.load(latest_checkpoint(run) / "state.pt", weights_only=True)
+    assert state["world_size"] == 2 and state["shards"] == 2 and len(state["other_ranks"]) == 1
+    assert not torch.equal(state["gen_state"], state["other_ranks"][0]["gen_state"])
+
+
+@pytest.mark.slow
+def test_a_killed_rank_leaves_a_checkpoint_the_same_command_resumes_exactly(two_rank_run, one_process_reference):
+    # the fixture's first launch lost rank 1 to SIGKILL mid-run: torchrun failed, a checkpoint stayed
+    assert two_rank_run.killed_status != 0, _tail(two_rank_run.killed_out)
+    assert 5 <= two_rank_run.killed_at < 20, _tail(two_rank_run.killed_out)
+    # the same command continued it to the end ...
+    assert f"continuing run '{two_rank_run.run}' from step {two_rank_run.killed_at}" in two_rank_run.resumed_err
+    assert latest_checkpoint(two_rank_run.run).name == "step_00000020"
+    # ... exactly: restarted streams, lost optimiser state or running sums would draw or step otherwise and
+    # land > 100x MATCH_ATOL away from the uninterrupted reference (see the shard check above)
+    for net in ("G", "D"):
+        assert _max_diff(one_process_reference[net], two_rank_run.ranks[0][net]) <= MATCH_ATOL, net
+
+
+@pytest.mark.slow
+def test_a_run_resumes_on_another_number_of_processes(two_rank_run, tmp_path, one_thread):
+    run = tmp_path / "run"
+    shutil.copytree(two_rank_run.run, run)
+    shutil.rmtree(run / "checkpoints" / "step_00000020")
+    with pytest.warns(UserWarning, match="random streams restart"):
+        tr = Trainer(TrainConfig(**{**TRAIN, "out": str(run)}))   # one process resumes the two-process run
+    assert tr.step == 15 and tr.parallel.world_size == 1
+    nets, _ = read_models(run / "checkpoints" / "step_00000015")
+    assert all(torch.equal(v, nets["D"][k]) for k, v in tr.D.state_dict().items())
+    tr.fit()
+    assert tr.step == 20 and latest_checkpoint(run).name == "step_00000020"
+    assert all(torch.isfinite(p).all() for p in tr.G.parameters())
 
 
 @pytest.mark.slow
