@@ -131,6 +131,25 @@ def _damage(ckpt: Path) -> Optional[str]:
     return reason
 
 
+# A reader lists the checkpoints again when one vanished while it was checked: a trainer writing the same
+# folder pruned or replaced it meanwhile (each retry means the writer committed a newer one).
+_RELIST_TRIES = 5
+
+
+def _first_intact(root: Path) -> tuple[Optional[Path], list[tuple[Path, str]], bool]:
+    """The newest intact candidate under ``root``, the damaged newer ones with reasons, and whether a
+    candidate vanished while it was being checked (then the list is stale: the caller lists again)."""
+    skipped: list[tuple[Path, str]] = []
+    for _, ckpt in reversed(store.candidates(root, REQUIRED_FILES)):
+        reason = _damage(ckpt)
+        if reason is None:
+            return ckpt, skipped, False
+        if not ckpt.is_dir():
+            return None, skipped, True
+        skipped.append((ckpt, reason))
+    return None, skipped, False
+
+
 def select_checkpoint(run_dir: os.PathLike | str, *, set_aside: bool = False) -> Optional[Path]:
     """The newest intact checkpoint of a run, falling back past damaged ones.
 
@@ -147,15 +166,13 @@ def select_checkpoint(run_dir: os.PathLike | str, *, set_aside: bool = False) ->
     Returns:
         The checkpoint folder to resume from, or ``None`` when the run has none.
     """
-    found = store.candidates(Path(run_dir) / CKPT_DIR, REQUIRED_FILES)
-    skipped: list[tuple[Path, str]] = []
-    chosen = None
-    for _, ckpt in reversed(found):
-        reason = _damage(ckpt)
-        if reason is None:
-            chosen = ckpt
+    for _ in range(_RELIST_TRIES):
+        chosen, skipped, vanished = _first_intact(Path(run_dir) / CKPT_DIR)
+        if not vanished:
             break
-        skipped.append((ckpt, reason))
+    else:
+        raise CheckpointError(f"the checkpoints in '{Path(run_dir) / CKPT_DIR}' kept changing while being read "
+                              "(a trainer is writing them): try again")
     if chosen is None and skipped:
         listed = "; ".join(f"{p.name} ({why})" for p, why in skipped)
         raise CheckpointError(f"no intact checkpoint in '{Path(run_dir) / CKPT_DIR}': {listed}; "
@@ -271,11 +288,9 @@ def load_generator(run: os.PathLike | str, device: str | torch.device = "cpu", e
         raise CheckpointError(f"no run or checkpoint at '{p}'")
     if (p / MODELS_FILE).exists() or p.is_file():
         ckpt = p
+        nets, meta = read_models(ckpt)
     else:
-        ckpt = select_checkpoint(p)   # the newest intact one: a damaged newer one is skipped with a warning
-        if ckpt is None:
-            raise CheckpointError(f"'{p}' holds no checkpoint (train first: fastgan train --out {p})")
-    nets, meta = read_models(ckpt)
+        ckpt, nets, meta = _read_newest_models(p)
     if "generator_class" not in meta:
         raise CheckpointError(f"'{ckpt}' holds a user-supplied generator: rebuild it yourself and load "
                               "its weights with fastgan.checkpoint.read_models")
@@ -290,6 +305,20 @@ def load_generator(run: os.PathLike | str, device: str | torch.device = "cpu", e
     G.fastgan_checkpoint = str(ckpt)  # where the weights came from (dataset manifests name it)
     G.class_names = _class_names(meta, int(getattr(G, "num_classes", 0) or 0))
     return G.to(device).eval().requires_grad_(False)
+
+
+def _read_newest_models(run: Path) -> tuple[Path, dict[str, dict[str, torch.Tensor]], dict[str, str]]:
+    """The newest intact checkpoint of a run and its weights; chosen again when a trainer writing the
+    run pruned or replaced it between the check and the read."""
+    for attempt in range(_RELIST_TRIES):
+        ckpt = select_checkpoint(run)   # the newest intact one: a damaged newer one is skipped with a warning
+        if ckpt is None:
+            raise CheckpointError(f"'{run}' holds no checkpoint (train first: fastgan train --out {run})")
+        try:
+            return (ckpt, *read_models(ckpt))
+        except CheckpointError:
+            if ckpt.is_dir() or attempt == _RELIST_TRIES - 1:
+                raise
 
 
 def _class_names(meta: dict[str, str], num_classes: int) -> list[str]:

@@ -216,3 +216,37 @@ def test_load_generator_skips_a_damaged_newest_checkpoint_with_a_warning(tmp_pat
         G = fastgan.load_generator(run)
     assert state_equal(G, older)
     assert (run / "checkpoints" / "step_00000008").is_dir()   # a reader moves nothing
+
+
+# ------------------------------------------------------------------ a reader while a trainer writes
+@pytest.mark.parametrize("when", ["while checking", "while reading"])
+def test_a_reader_whose_checkpoint_a_trainer_prunes_meanwhile_reads_the_new_one(tmp_path, monkeypatch, when):
+    """fastgan sample / export / eval on a run being trained with keep_ckpts=1: the checkpoint the reader
+    chose is pruned by the trainer (which has committed a newer one) before the reader is done with it.
+    The reader lists the checkpoints again instead of calling the vanished one damaged."""
+    import fastgan
+
+    run = tmp_path / "run"
+    tr = Trainer(tiny_points(run, steps=8, ckpt_every=4, keep_ckpts=1))
+    tr.fit(4)
+    target, name = (store, "verify") if when == "while checking" else (ckpt_mod, "read_models")
+    real = getattr(target, name)
+
+    def trainer_meanwhile(*args):
+        if ckpt_mod.checkpoint_dirs(run)[-1].name == "step_00000004":
+            tr.fit(8)   # commits step 8 and deletes step 4
+        return real(*args)
+    monkeypatch.setattr(target, name, trainer_meanwhile)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # nothing was damaged: no warning either
+        G = fastgan.load_generator(run)
+    assert G.fastgan_checkpoint == str(run / "checkpoints" / "step_00000008")
+    assert [p.name for p in ckpt_mod.checkpoint_dirs(run)] == ["step_00000008"]
+
+
+def test_a_reader_gives_up_with_one_line_when_the_checkpoints_keep_vanishing(tmp_path, monkeypatch):
+    gone = tmp_path / "run" / "checkpoints" / "step_00000004"   # listed, but pruned before every check
+    monkeypatch.setattr(store, "candidates", lambda root, required=(): [(4, gone)])
+    with pytest.raises(ckpt_mod.CheckpointError, match=r"kept changing while being read \(a trainer is writing "
+                                                        r"them\): try again"):
+        ckpt_mod.select_checkpoint(tmp_path / "run")
