@@ -1,4 +1,5 @@
-"""The run folder under faults: SIGKILL at every step of the checkpoint protocol, a full disk.
+"""The run folder under faults: SIGKILL at every step of the checkpoint protocol, a full disk, a second
+trainer or a reader at work on the same folder.
 
 Each killed run is restarted and must end bit-identical to a run never killed, having resumed from
 the newest checkpoint that was complete when the kill came (never from an older one, never from
@@ -14,10 +15,17 @@ import pytest
 from fastgan import StorageError, Trainer
 from fastgan import checkpoint as ckpt_mod
 from fastgan import checkpoint_store as store
-from fault_harness import context, same_state, train, training_state
+from fault_harness import context, finish, same_state, start, train, training_state
 from helpers import one_thread, state_equal, tiny_points  # noqa: F401  (one_thread: a fixture)
 
 RUN = dict(steps=6, ckpt_every=2, keep_ckpts=1, log_every=2)   # saves at 2, 4 (pruning 2), 6 (pruning 4)
+
+
+@pytest.fixture(autouse=True)
+def no_history_plot(monkeypatch):
+    """The history plot at the end of a fit is most of a tiny run's time and no part of these tests."""
+    import fastgan.train
+    monkeypatch.setattr(fastgan.train, "plot_history", lambda *a, **k: None)
 
 
 @pytest.fixture(scope="module")
@@ -216,6 +224,34 @@ def test_load_generator_skips_a_damaged_newest_checkpoint_with_a_warning(tmp_pat
         G = fastgan.load_generator(run)
     assert state_equal(G, older)
     assert (run / "checkpoints" / "step_00000008").is_dir()   # a reader moves nothing
+
+
+# ------------------------------------------------------------------ two processes on one run folder
+def test_a_second_trainer_never_touches_a_checkpoint_in_progress(ctx, reference, tmp_path):
+    """The same command started twice: the second trainer's start-up clean-up once deleted the first one's
+    checkpoint in progress. Now, with the first paused inside a save, the second is refused and changes
+    nothing; the first then ends exactly as if alone."""
+    from fastgan.run_folder import RunLockedError
+
+    run, flag = tmp_path / "run", tmp_path / "paused"
+    p, report = start(ctx, run, RUN, pause=("wrote models.safetensors", str(flag)))
+    try:
+        for _ in range(2400):
+            if flag.exists() or not p.is_alive():
+                break
+            p.join(0.05)
+        assert flag.exists(), "the first trainer never reached its first save"
+        (staging,) = [q for q in (run / "checkpoints").iterdir()]
+        assert staging.name == f".tmp-step_00000002-{p.pid}"
+        before = sorted(q.name for q in staging.iterdir())
+        with pytest.raises(RunLockedError, match=f"in use by another trainer \\(pid {p.pid} "):
+            Trainer(tiny_points(run, **RUN))
+        assert sorted(q.name for q in staging.iterdir()) == before == ["models.safetensors"]
+    finally:
+        flag.unlink(missing_ok=True)
+    code, _ = finish(p, report)
+    assert code == 0
+    assert same_state(training_state(ckpt_mod.latest_checkpoint(run)), reference["state"])
 
 
 # ------------------------------------------------------------------ a reader while a trainer writes
