@@ -27,7 +27,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from fastgan.errors import ConfigError
+from fastgan.errors import ConfigError, storage_error
 from fastgan.files import atomic_write
 
 from .errors import ExportError
@@ -155,6 +155,7 @@ def export_onnx(G: nn.Module, path: Union[str, os.PathLike], *, fp16: bool = Fal
     Raises:
         ConfigError: bad arguments or a model without the generator interface.
         ExportError: the exporter, the ONNX checker or the parity check failed.
+        StorageError: the file cannot be written (a path through a file, no space, ...).
     """
     t0 = time.perf_counter()
     if not isinstance(G, nn.Module):
@@ -169,6 +170,10 @@ def export_onnx(G: nn.Module, path: Union[str, os.PathLike], *, fp16: bool = Fal
     path = Path(path)
     if path.exists() and path.is_dir():
         raise ConfigError(f"export path '{path}' is a folder; give a file name such as G.onnx")
+    try:  # a folder that cannot be made fails now, not after the export's seconds of work
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise storage_error(e, "write the ONNX file", path) from None
 
     from fastgan.kernels import use_impl
 
@@ -284,4 +289,4 @@ def _write_onnx(path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, data)
     except OSError as e:
-        raise ConfigError(f"cannot write '{path}': {e.strerror or e}") from None
+        raise storage_error(e, "write the ONNX file", path) from None

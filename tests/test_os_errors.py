@@ -143,6 +143,31 @@ def test_eval_out_through_a_file_is_one_line(tmp_path, capsys, one_thread):
     assert str(blocker) in line and "a file of that name is in the way" in line
 
 
+def test_export_out_through_a_file_is_one_line(tmp_path, capsys, point_run):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("keep me")
+    assert main(["export", "--run", str(point_run), "--out", str(blocker / "g.onnx")]) == 2
+    line = _one_line(capsys)
+    assert f"could not write the ONNX file '{blocker / 'g.onnx'}'" in line and "choose another location" in line
+    assert blocker.read_text() == "keep me"
+
+
+def test_full_disk_while_writing_an_onnx_file_keeps_the_earlier_one(tmp_path, monkeypatch):
+    import fastgan.files as files_mod
+    from fastgan import StorageError
+    from fastgan.export.onnx_export import _write_onnx
+
+    old = tmp_path / "g.onnx"
+    old.write_bytes(b"an earlier export")
+    def full(fd):   # the data does not fit: reported at the latest when it is flushed
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(files_mod.os, "fsync", full)
+    with pytest.raises(StorageError, match=r"could not write the ONNX file '.*g.onnx': No space left on device; "
+                                           r"free some space and rerun"):
+        _write_onnx(old, b"a new model")
+    assert old.read_bytes() == b"an earlier export" and [p.name for p in tmp_path.iterdir()] == ["g.onnx"]
+
+
 # ------------------------------------------------------------------ sample counts
 @pytest.fixture(scope="module")
 def point_run(tmp_path_factory):
