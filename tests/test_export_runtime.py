@@ -275,3 +275,35 @@ def test_metadata_that_disagrees_with_the_graph_is_one_clear_error(tmp_path, fil
     with pytest.raises(CheckpointError, match=needle) as info:
         OnnxGenerator(tmp_path / "edited.onnx", providers="cpu")
     assert "\n" not in str(info.value) and "export the generator again" in str(info.value)
+
+
+@pytest.mark.parametrize("where", ["inside", "parent", "absolute", "symlink"])
+def test_external_data_outside_the_models_folder_is_refused(tmp_path, files, where):
+    """A model whose weights live in an external file is read only when that file is in the model's own
+    folder: '../', an absolute path or a symlink out of the folder could read any file on the machine."""
+    from onnx import numpy_helper
+
+    model = onnx.load(files["points"][1])
+    init = model.graph.initializer[0]
+    data = numpy_helper.to_array(init).tobytes()
+    folder, outside = tmp_path / "model", tmp_path / "outside"
+    folder.mkdir()
+    outside.mkdir()
+    (outside / "w.bin").write_bytes(data)
+    location = {"inside": "w.bin", "parent": "../outside/w.bin", "absolute": str(outside / "w.bin"),
+                "symlink": "w.bin"}[where]
+    if where == "inside":
+        (folder / "w.bin").write_bytes(data)
+    elif where == "symlink":
+        (folder / "w.bin").symlink_to(outside / "w.bin")
+    init.ClearField("raw_data")
+    init.data_location = onnx.TensorProto.EXTERNAL
+    init.external_data.add(key="location", value=location)
+    onnx.save(model, folder / "g.onnx")
+    if where == "inside":   # the same model with its data beside it loads, and gives the same samples
+        got = OnnxGenerator(folder / "g.onnx", providers="cpu").sample(4, seed=1)
+        np.testing.assert_array_equal(got, OnnxGenerator(files["points"][1], providers="cpu").sample(4, seed=1))
+        return
+    with pytest.raises(CheckpointError, match="not a loadable ONNX model .*External data path") as info:
+        OnnxGenerator(folder / "g.onnx", providers="cpu")
+    assert "\n" not in str(info.value)

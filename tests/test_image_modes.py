@@ -47,6 +47,7 @@ def test_16_bit_rgb_png(tmp_path):
 
 @pytest.mark.parametrize("mode, values, expect", [
     ("I;16", np.array([[0, 65535], [257, 32896]]), [[0, 255], [1, 128]]),
+    ("I;16B", np.array([[0, 65535], [257, 32896]]), [[0, 255], [1, 128]]),        # big-endian (TIFF)
     ("I", np.array([[0, 65535], [257, 32896]]), [[0, 255], [1, 128]]),          # 16-bit content in 32 bits
     ("I", np.array([[0, 255], [1, 128]]), [[0, 255], [1, 128]]),                # 8-bit content
     ("I", np.array([[-1000, 1000], [0, 500]]), [[0, 255], [128, 191]]),         # other ranges: stretched
@@ -55,9 +56,9 @@ def test_16_bit_rgb_png(tmp_path):
     ("F", np.array([[-2.0, 2.0], [0.0, 1.0]]), [[0, 255], [128, 191]]),
 ])
 def test_high_bit_depth_grey_modes(mode, values, expect):
-    dtype = {"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode]
-    im = Image.fromarray(values.astype(dtype), mode=mode) if mode != "I;16" else \
-        Image.frombytes("I;16", (2, 2), values.astype("<u2").tobytes())
+    dtype = {"I;16": "<u2", "I;16B": ">u2", "I": np.int32, "F": np.float32}[mode]
+    im = Image.fromarray(values.astype(dtype), mode=mode) if not mode.startswith("I;16") else \
+        Image.frombytes(mode, (2, 2), values.astype(dtype).tobytes())
     assert im.mode == mode
     out = to_8bit(im)
     assert out.mode == "L" and np.asarray(out).tolist() == expect
@@ -71,6 +72,7 @@ def test_non_finite_float_image_is_refused():
 @pytest.mark.parametrize("mode, colour, expect", [
     ("RGBA", (255, 0, 0, 0), (255, 255, 255)),          # fully transparent: the white page
     ("RGBA", (255, 0, 0, 255), (255, 0, 0)),
+    ("RGBX", (255, 0, 0, 0), (255, 0, 0)),              # padding byte, not alpha
     ("RGBA", (0, 0, 255, 128), (127, 127, 255)),         # half transparent blue over white
     ("LA", (0, 128), (127,)),
     ("La", (0, 128), (127,)),                            # premultiplied

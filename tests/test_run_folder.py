@@ -215,6 +215,33 @@ def test_a_second_ctrl_c_during_pruning_waits_for_the_deletion(tmp_path, monkeyp
     assert store.verify(root / "step_00000004", ckpt_mod.REQUIRED_FILES) is None
 
 
+def test_a_second_ctrl_c_aborts_with_status_130_and_the_rerun_continues(tmp_path, capsys, monkeypatch, one_thread):
+    """Two Ctrl-C at once (or SIGTERM then Ctrl-C): no checkpoint of the step in progress, the last one kept."""
+    import fastgan.cli as cli_mod
+    from fastgan.cli import EXIT_ABORTED
+
+    real = cli_mod._cpu_threads
+
+    def arm(trainer):
+        after = trainer.task.after_iteration
+
+        def hook():
+            after()
+            if trainer.step == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), signal.SIGINT)
+        trainer.task.after_iteration = hook
+        real(trainer)
+    monkeypatch.setattr(cli_mod, "_cpu_threads", arm)
+    run = tmp_path / "run"
+    assert _cli_train(run, "--steps", "8", "--log_every", "2", "--ckpt_every", "2") == EXIT_ABORTED
+    assert capsys.readouterr().err.strip().endswith("fastgan: interrupted")
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000002"]
+    monkeypatch.setattr(cli_mod, "_cpu_threads", real)
+    assert _cli_train(run) == 0
+    assert f"continuing run '{run}' from step 2" in capsys.readouterr().err
+
+
 def test_deleted_checkpoints_start_the_run_over_without_duplicate_log_lines(tmp_path, capsys, one_thread):
     import shutil
 

@@ -148,3 +148,28 @@ def test_a_state_of_the_wrong_structure_is_one_line(tmp_path, change):
     with pytest.raises(CheckpointError, match="holds an unusable training state") as e:
         Trainer(tiny_points(run, steps=4))
     assert "\n" not in str(e.value)
+
+
+class _Payload:
+    """Unpickling this runs code (creates a file): what a hostile state.pt would carry."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').close()",)
+
+
+def test_pickled_code_in_a_state_file_is_refused_never_run(tmp_path, monkeypatch):
+    import fastgan.train
+    monkeypatch.setattr(fastgan.train, "plot_history", lambda *a, **k: None)   # no part of this test
+    run = tmp_path / "run"
+    Trainer(tiny_points(run, steps=4)).fit()
+    marker = tmp_path / "code-ran"
+    ckpt = ckpt_mod.latest_checkpoint(run)
+    _rewrite_state(ckpt, lambda s: {**s, "extra": _Payload(marker)})   # manifest valid: only the content is hostile
+    with pytest.raises(CheckpointError, match=r"state.pt' is not a readable fastgan training state \(Unpickling"):
+        Trainer(tiny_points(run, steps=4))
+    assert not marker.exists()
+    torch.load(ckpt / "state.pt", weights_only=False)   # the payload is real: an unrestricted load runs it
+    assert marker.exists()
