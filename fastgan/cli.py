@@ -100,13 +100,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _cpu_threads(trainer) -> None:
-    """Use the thread count the data asks for on the CPU, unless the user chose one."""
-    threads = trainer.data.cpu_threads
-    if threads and trainer.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+def _cpu_threads(trainer):
+    """CPU threads for a command-line run: the user's (``OMP_NUM_THREADS``), the data's fixed count, or adaptive.
+
+    Returns the :class:`~fastgan.cpu_threads.AdaptiveThreads` the loop consults, or ``None``.
+    """
+    from .cpu_threads import AdaptiveThreads, user_chose_threads
+
+    if trainer.device.type != "cpu" or user_chose_threads():
+        return None
+    fixed = getattr(getattr(trainer, "data", None), "cpu_threads", None)
+    if fixed:
         import torch
 
-        torch.set_num_threads(threads)
+        torch.set_num_threads(fixed)
+        return None
+    adaptive = AdaptiveThreads()
+    return adaptive if adaptive.active else None
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -132,7 +142,7 @@ def _train(args: argparse.Namespace) -> int:
     elif saved is not None:
         say(f"fastgan: run '{out}' holds no checkpoint: starting it over with its saved config "
             "(an old metrics.jsonl is kept as metrics.jsonl.N)", file=sys.stderr)
-    _cpu_threads(trainer)
+    trainer.cpu_threads = _cpu_threads(trainer)
     plan = trainer.engine.plan
     say(f"fastgan: {plan.summary()}", file=sys.stderr)
     for note in plan.notes if plan.world_size > 1 else ():  # e.g. why fast runs eager steps with gloo
@@ -144,6 +154,9 @@ def _train(args: argparse.Namespace) -> int:
         warnings.filterwarnings("ignore", message="training stopped by")
         trainer.fit()
     last = next((h for h in reversed(trainer.history) if "d_loss" in h), None)
+    if trainer.cpu_threads is not None and trainer.cpu_threads.switches:
+        say("fastgan: other programs kept the CPU busy: trained on one thread while they did "
+            "(OMP_NUM_THREADS=N fixes the count)", file=sys.stderr)
     if trainer.stopped_by and trainer.step < trainer.cfg.steps:
         say(f"fastgan: stopped by {trainer.stopped_by} at step {trainer.step} of {trainer.cfg.steps}; checkpoint "
             f"saved: rerun the same command to continue", file=sys.stderr)

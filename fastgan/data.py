@@ -102,7 +102,9 @@ class GanData:
 
     @property
     def cpu_threads(self) -> Optional[int]:
-        """CPU threads a command-line run on this data uses unless ``OMP_NUM_THREADS`` is set (None: torch's).
+        """CPU threads a command-line run on this data uses unless ``OMP_NUM_THREADS`` is set.
+
+        None: adaptive (:class:`fastgan.cpu_threads.AdaptiveThreads`).
 
         2-D mixtures train MLPs too small for a second OpenMP thread to help,
         and on a busy machine its spin-waiting makes every step slower.

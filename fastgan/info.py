@@ -19,9 +19,10 @@ import platform
 from importlib import metadata
 from typing import Any, Optional
 
+from .cpu_threads import THREAD_ENV, usable_cores, user_chose_threads
+
 # Installed distributions reported, in order; the first name found wins (nightly torch ships "pytorch-triton").
 PACKAGES = (("torch",), ("triton", "pytorch-triton"), ("onnxruntime", "onnxruntime-gpu"), ("onnx",), ("numpy",))
-THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 KERNEL_ROWS = ("triton", "triton-interpreter", "ref")
 
 
@@ -51,13 +52,6 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
-def _usable_cpus() -> Optional[int]:
-    try:
-        return len(os.sched_getaffinity(0))   # what this process may run on (containers, taskset)
-    except (AttributeError, OSError):
-        return os.cpu_count()
-
-
 def _cuda() -> dict[str, Any]:
     import torch
 
@@ -82,7 +76,20 @@ def _threads() -> dict[str, Any]:
     backend = next((line.split(":", 1)[1].strip() for line in torch.__config__.parallel_info().splitlines()
                     if line.startswith("ATen parallel backend")), None)
     return {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads(),
-            "backend": backend, "env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ}}
+            "backend": backend, "env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ},
+            "train_policy": _train_thread_policy(torch.get_num_threads())}
+
+
+def _train_thread_policy(threads: int) -> str:
+    """How ``fastgan train`` picks its CPU threads here (see :mod:`fastgan.cpu_threads`)."""
+    from .cpu_threads import machine_busy_seconds
+
+    chosen = user_chose_threads()
+    if chosen:
+        return f"{threads} (fixed by {chosen})"
+    if threads < 2 or machine_busy_seconds() is None:
+        return f"{threads} (torch's count; nothing to adapt here)"
+    return f"adaptive: {threads}, or 1 while other programs keep the cores busy (2-D data: 1)"
 
 
 def _probe(device, **fields: Any) -> dict[str, Any]:
@@ -135,7 +142,7 @@ def collect(device: str = "auto") -> dict[str, Any]:
     return {
         "versions": versions,
         "platform": {"os": platform.platform(), "machine": platform.machine(), "cpu": cpu_name(),
-                     "cpu_count": os.cpu_count(), "usable_cpus": _usable_cpus()},
+                     "cpu_count": os.cpu_count(), "usable_cpus": usable_cores()},
         "cuda": _cuda(),
         "threads": _threads(),
         "device": str(dev),
@@ -177,6 +184,7 @@ def format_text(info: dict[str, Any]) -> str:
     env = ", ".join(f"{k}={val}" for k, val in t["env"].items()) or "OMP_NUM_THREADS, MKL_NUM_THREADS unset"
     lines.append(f"{'threads':<12} torch {t['intra_op']} intra-op, {t['inter_op']} inter-op"
                  + (f" ({t['backend']})" if t["backend"] else "") + f"; {env}")
+    lines.append(f"{'':<12} fastgan train on the CPU: {t['train_policy']}")
     lines.append(f"{'checked on':<12} {info['device']}")
     for title in ("modes", "kernels", "amp"):
         lines += _rows(title, info[title])

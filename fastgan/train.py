@@ -35,6 +35,7 @@ from .checkpoint import (clean_stale_temporaries, latest_checkpoint, load_module
 from .checkpoint_store import step_of
 from .config import TrainConfig
 from .distributed import agree_on_config, mark_every_rank, setup_parallel
+from .cpu_threads import AdaptiveThreads
 from .engine import Engine, EngineOptions, resolve_device, resolve_plan
 from .errors import CheckpointError, ConfigError, StorageError, TrainingError, storage_error
 from .files import atomic_write
@@ -75,12 +76,16 @@ class Trainer:
             the environment (None: data-parallel under torchrun with more than
             one process, or when a process group is already set up). Every
             process builds the same Trainer; ``batch_size`` is the global batch.
+        cpu_threads: optional :class:`~fastgan.cpu_threads.AdaptiveThreads`
+            that :meth:`fit` consults between iterations (``fastgan train``
+            passes one on the CPU); torch's count is restored when fit ends.
     """
 
     def __init__(self, cfg: Optional[TrainConfig] = None, *, data: Any = None,
                  generator: Optional[nn.Module] = None, discriminator: Optional[nn.Module] = None,
                  resume: bool = True, engine_options: Optional[EngineOptions] = None,
-                 task: Optional[Callable[..., Task]] = None, distributed: Optional[bool] = None) -> None:
+                 task: Optional[Callable[..., Task]] = None, distributed: Optional[bool] = None,
+                 cpu_threads: Optional[AdaptiveThreads] = None) -> None:
         cfg = (cfg or TrainConfig()).validate()
         if getattr(cfg, "tensorboard", False):
             require_tensorboard()  # a missing optional package: one line now, not after loading and building
@@ -114,6 +119,7 @@ class Trainer:
         self._resumed = resume
         self._stop_agreed = False  # under torchrun a stop request counts once every rank knows of it
         self.writes = self.parallel.writes  # under torchrun only rank 0 touches the run folder
+        self.cpu_threads = cpu_threads
         if resume:
             self._resume()
 
@@ -170,7 +176,11 @@ class Trainer:
             self.task.cfg = dataclasses.replace(self.cfg, steps=total)
         self._stop_requested, self._stop_agreed, self.stopped_by = False, False, None
         with self._run_folder(), self._tensorboard(), self._graceful_interrupt():
-            self._train_to(total)
+            try:
+                self._train_to(total)
+            finally:
+                if self.cpu_threads is not None:
+                    self.cpu_threads.restore()
         return self
 
     def _train_to(self, total: int) -> None:
@@ -186,6 +196,8 @@ class Trainer:
         window_t0, window_step = time.perf_counter(), self.step
         while self.step < total and not self._stopping:
             self._iteration()
+            if self.cpu_threads is not None:
+                self.cpu_threads.tick()
             bar.update(1)
             if self.step % cfg.log_every == 0:
                 self._agree_on_stop()
