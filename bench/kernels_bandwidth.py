@@ -8,8 +8,8 @@ For every DCGAN-64 discriminator activation shape (64,32,32), (128,16,16), (256,
 (512,4,4) at batch 128 and 512, bf16 and fp32, channels_last, it times three
 implementations of each op:
 
-    triton   fastgan.kernels (batch_norm_act / bias_act / gan_loss, impl="triton")
-    eager    the plain nn modules: BatchNorm2d + LeakyReLU(0.2); x + b then
+    triton   fastgan.kernels (batch_norm_act / instance_norm_act / bias_act / gan_loss, impl="triton")
+    eager    the plain nn modules: BatchNorm2d (InstanceNorm2d) + LeakyReLU(0.2); x + b then
              leaky_relu; binary_cross_entropy_with_logits
     compile  torch.compile (default mode, inductor) of the same eager code
 
@@ -22,7 +22,7 @@ what a graph-captured training step sees).
 Effective GB/s = counted bytes / median time, counting the minimum traffic of the
 op, in passes over the activation tensor (numel * element size each):
 
-    batch_norm_act, bias_act:  fwd = 2 (read x, write y)
+    batch_norm_act, instance_norm_act, bias_act:  fwd = 2 (read x, write y)
                                bwd = 3 (read x, read dy, write dx)
                                fwd+bwd = 5
     gan_loss (on (B,) logits): fwd+bwd = 2 (read logits, write their gradient)
@@ -53,12 +53,14 @@ DTYPES = ["bf16", "fp32"]
 MODES = ["fwd", "bwd", "fwd+bwd"]
 IMPLS = ["triton", "eager", "compile"]
 PASSES = {"batch_norm_act": {"fwd": 2, "bwd": 3, "fwd+bwd": 5},
+          "instance_norm_act": {"fwd": 2, "bwd": 3, "fwd+bwd": 5},
           "bias_act": {"fwd": 2, "bwd": 3, "fwd+bwd": 5},
           "gan_loss": {"fwd+bwd": 2}}
 TARGET = {"op": "batch_norm_act", "mode": "fwd+bwd", "batch": 512, "shape": [128, 16, 16], "dtype": "bf16",
           "min_gbps": 1500.0}
 COUNTING = ("effective GB/s = counted bytes / median time; counted bytes = passes * numel * element size; "
-            "batch_norm_act and bias_act: fwd 2 passes (read x, write y), bwd 3 (read x, read dy, write dx), "
+            "batch_norm_act, instance_norm_act and bias_act: fwd 2 passes (read x, write y), "
+            "bwd 3 (read x, read dy, write dx), "
             "fwd+bwd 5; gan_loss fwd+bwd 2 (read logits, write gradient); per-channel vectors not counted")
 
 
@@ -101,11 +103,13 @@ def make_case(op, impl, batch, shape, dtype, device, compile_backend):
     c = shape[0]
     x = torch.randn((batch, *shape), generator=gen).to(device, dtype)
     x = x.to(memory_format=torch.channels_last).requires_grad_(True)
-    if op == "batch_norm_act":
+    if op in ("batch_norm_act", "instance_norm_act"):
+        fused, norm = (K.BatchNormAct, nn.BatchNorm2d) if op == "batch_norm_act" else \
+            (K.InstanceNormAct, nn.InstanceNorm2d)
         if impl == "triton":
-            m = K.BatchNormAct(c, act="lrelu", alpha=0.2, impl="triton").to(device)
+            m = fused(c, act="lrelu", alpha=0.2, impl="triton").to(device)
         else:
-            m = nn.Sequential(nn.BatchNorm2d(c), nn.LeakyReLU(0.2)).to(device)
+            m = nn.Sequential(norm(c), nn.LeakyReLU(0.2)).to(device)
         m = m.to(memory_format=torch.channels_last)
         params = list(m.parameters())
         if impl == "compile":

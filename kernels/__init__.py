@@ -13,7 +13,8 @@ Public API::
     batch_norm_act(x, weight, bias, running_mean, running_var, training, momentum=0.1,
                    eps=1e-5, act="relu", alpha=0.2, impl="auto")
     gan_loss(logits, real, kind, impl="auto")
-    BiasAct, BatchNormAct (nn.Module wrappers), use_impl, set_default_impl,
+    instance_norm_act(x, weight=None, bias=None, eps=1e-5, act="relu", alpha=0.2, impl="auto")
+    BiasAct, BatchNormAct, InstanceNormAct (nn.Module wrappers), use_impl, set_default_impl,
     record_launches (list the kernel launches of a model run on fake tensors)
 
 Inside: ``dispatch`` (Triton import, implementation switch, launch path), ``ops``
@@ -27,11 +28,13 @@ from .batch_norm_act import BatchNormAct, batch_norm_act, batch_norm_act_ref
 from .bias_act import BiasAct, bias_act, bias_act_ref
 from .dispatch import HAS_TRITON, TRITON_INTERPRETED, get_default_impl, record_launches, set_default_impl, use_impl
 from .gan_loss import LOSS_KINDS, gan_loss, gan_loss_ref
+from .instance_norm_act import InstanceNormAct, instance_norm_act, instance_norm_act_ref
 
 __all__ = [
     "ACTS", "HAS_TRITON", "TRITON_INTERPRETED", "LOSS_KINDS",
     "bias_act", "bias_act_ref", "BiasAct",
     "batch_norm_act", "batch_norm_act_ref", "BatchNormAct",
     "gan_loss", "gan_loss_ref",
+    "instance_norm_act", "instance_norm_act_ref", "InstanceNormAct",
     "use_impl", "set_default_impl", "get_default_impl", "record_launches",
 ]
