@@ -12,6 +12,9 @@ Public API::
     export_run(run_dir, out_path, fp16=False)        # what `fastgan export` calls
     sample_onnx(onnx_path, n, out, seed=0)           # what `fastgan sample --onnx` calls
 
+    export_translator(G, "G.onnx", resolution=256)   # pix2pix / CycleGAN generator: dynamic batch, H, W
+    OnnxTranslator("G.onnx").run(images)             # (N, C, H, W) in [-1, 1] -> translated
+
 Errors: :class:`ExportError` (export or parity check failed), and the
 :mod:`fastgan.errors` classes for bad arguments, files and inputs.
 
@@ -38,6 +41,10 @@ _EXPORTS = {
     "DEFAULT_OPSET": "opset",
     "export_run": "commands",
     "sample_onnx": "commands",
+    "export_translator": "translator",
+    "export_translation_run": "translator",
+    "format_translator_report": "translator",
+    "OnnxTranslator": "translator",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,4 +1,4 @@
-"""The ``fastgan`` command line: train, sample, export, eval, bench, info.
+"""The ``fastgan`` command line: train, sample, export, eval, bench, info, translate.
 
 ``fastgan train`` flags map 1:1 onto :class:`fastgan.TrainConfig` fields (same
 names, ``--flag/--no-flag`` for booleans). Running ``fastgan train --out RUN``
@@ -31,10 +31,10 @@ EXIT_STOPPED = 3
 EXIT_ABORTED = 130
 
 
-def _add_config_flags(p: argparse.ArgumentParser) -> None:
-    hints = typing.get_type_hints(TrainConfig)
-    defaults = TrainConfig()
-    for f in dataclasses.fields(TrainConfig):
+def _add_config_flags(p: argparse.ArgumentParser, cls: type = TrainConfig) -> None:
+    hints = typing.get_type_hints(cls)
+    defaults = cls()
+    for f in dataclasses.fields(cls):
         t = hints[f.name]
         base = typing.get_args(t)[0] if typing.get_origin(t) is typing.Union else t
         d = getattr(defaults, f.name)
@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a GAN (rerun on the same --out to resume)",
                        description="Train a GAN. Rerunning on an existing --out continues that run; "
-                                   "flags given then override its saved config.")
+                                   "flags given then override its saved config. For image-to-image translation: "
+                                   "fastgan train --task pix2pix|cyclegan (its own flags: add --help).")
     _add_config_flags(t)
 
     s = sub.add_parser("sample", help="generate samples from a run or an exported ONNX generator")
@@ -80,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--fp16", action="store_true",
                    help="fp16 weights and compute, fp32 inputs/outputs (parity tolerance 1e-2)")
     e.add_argument("--no-verify", dest="verify", action="store_false", help="skip the ONNX Runtime parity check")
+    e.add_argument("--direction", default="AtoB", choices=("AtoB", "BtoA"),
+                   help="translation runs: which generator (CycleGAN has two; default AtoB)")
 
     v = sub.add_parser("eval", help="compute quality / mode-collapse metrics for a run or an ONNX generator")
     v.add_argument("--run", required=True, help="run folder, checkpoint folder, or exported .onnx file")
@@ -93,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "reports)")
     i.add_argument("--json", action="store_true", help="machine-readable output")
     i.add_argument("--device", default="auto", help="device to check (default: auto, as fastgan train)")
+
+    from .translation_cli import add_translate_parser
+
+    add_translate_parser(sub)
 
     b = sub.add_parser("bench", help="training-throughput benchmark against eager PyTorch recipes",
                        add_help=False)
@@ -246,7 +253,14 @@ def _export_dataset(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from .export import export_run, format_report
+    from .translator import is_translation_run
 
+    if is_translation_run(args.run):
+        from .export import export_translation_run, format_translator_report
+
+        print(format_translator_report(export_translation_run(args.run, args.out, direction=args.direction,
+                                                              fp16=args.fp16, verify=args.verify)))
+        return 0
     report = export_run(args.run, args.out, fp16=args.fp16, verify=args.verify)
     print(format_report(report))
     return 0
@@ -283,9 +297,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if argv[:1] == ["bench"]:  # the runner owns its flags, --help included
         from .benchmark import main as bench_main
         return _guard(lambda: bench_main(argv[1:]))
+    if argv[:1] == ["train"]:  # pix2pix / CycleGAN runs have flags of their own
+        from .translation_cli import train_main, wants_translation
+        if wants_translation(argv[1:]):
+            return _guard(lambda: train_main(argv[1:]))
     args = build_parser().parse_args(argv)
+    from .translation_cli import translate_main
+
     handler = {"train": _train, "sample": _sample, "export": _export, "eval": _eval, "bench": _bench,
-               "info": _info}[args.command]
+               "info": _info, "translate": translate_main}[args.command]
     return _guard(lambda: handler(args))
 
 

@@ -21,12 +21,15 @@ MAX_DECODED_PIXELS = 1 << 26
 ALPHA_BACKGROUND = 255           # transparent pixels are composited onto white
 
 
-def read_image(path: Path, resolution: int) -> tuple[Optional[np.ndarray], Optional[str]]:
+def read_image(path: Path, resolution: int, box: Optional[tuple[int, int, int, int]] = None
+               ) -> tuple[Optional[np.ndarray], Optional[str]]:
     """Decode, centre-crop to a square, resize (LANCZOS): (R, R, 1|3) uint8 or (None, why).
 
     Args:
         path: the image file.
         resolution: side of the square result.
+        box: (left, upper, right, lower) in the displayed image's pixels: only that region is
+            used (one half of a side-by-side image pair); ``None``: the whole image.
 
     Cropping comes first, in the source's pixels, so no intermediate image is
     larger than the decoded one (a 1 x 300,000 strip is never enlarged to
@@ -36,12 +39,14 @@ def read_image(path: Path, resolution: int) -> tuple[Optional[np.ndarray], Optio
 
     try:
         with Image.open(path) as im:
-            im.draft(None, (2 * resolution, 2 * resolution))   # JPEG: decode at reduced size
+            if box is None:   # a box is in full-size pixels: no reduced-size decoding then
+                im.draft(None, (2 * resolution, 2 * resolution))   # JPEG: decode at reduced size
             check_decoded_size(im.size)
             im = to_8bit(ImageOps.exif_transpose(im))
-            w, h = im.size
+            x0, y0, x1, y1 = box or (0, 0, *im.size)
+            w, h = x1 - x0, y1 - y0
             s = min(w, h)
-            left, top = (w - s) // 2, (h - s) // 2
+            left, top = x0 + (w - s) // 2, y0 + (h - s) // 2
             im = im.resize((resolution, resolution), Image.Resampling.LANCZOS,
                            box=(left, top, left + s, top + s), reducing_gap=3.0)
             arr = np.asarray(im, dtype=np.uint8)

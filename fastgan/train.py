@@ -69,8 +69,9 @@ class Trainer(CheckpointLoop):
             :class:`fastgan.engine.EngineOptions`).
         task: another model family: called as ``task(cfg, engine, **given)``
             (``given``: those of data, generator, discriminator that are not
-            None) and returning a :class:`~fastgan.tasks.Task`; default
-            :class:`~fastgan.tasks.NoiseToImage`.
+            None) and returning a :class:`~fastgan.tasks.Task`; default: the
+            config's ``default_task()`` when it has one (a ``TranslationConfig``:
+            pix2pix or CycleGAN), else :class:`~fastgan.tasks.NoiseToImage`.
         distributed: train data-parallel (True), alone (False), or decide from
             the environment (None: data-parallel under torchrun with more than
             one process, or when a process group is already set up). Every
@@ -100,7 +101,9 @@ class Trainer(CheckpointLoop):
             raise ConfigError(f"out {str(self.run_dir)!r} exists and is not a folder")
         given = {k: v for k, v in dict(data=data, generator=generator, discriminator=discriminator).items()
                  if v is not None}
-        self.task: Task = (task or NoiseToImage)(cfg, self.engine, **given)
+        # a config may name its own task (TranslationConfig: pix2pix or CycleGAN)
+        task = task or (cfg.default_task() if hasattr(cfg, "default_task") else NoiseToImage)
+        self.task: Task = task(cfg, self.engine, **given)
         self._check_data_parallel()
         self.stats = self.task.stats
         self.schedule_steps = self.cfg.steps  # the lr schedule spans the configured run, whatever fit() is asked

@@ -6,7 +6,7 @@ import torch.nn as nn
 
 from ..config import TrainConfig
 from ..errors import CheckpointError, ConfigError
-from ..kernels import BatchNormAct, BiasAct
+from ..kernels import BatchNormAct, BiasAct, InstanceNormAct
 from .dcgan import DCGANDiscriminator, DCGANGenerator
 from .mlp import MLPDiscriminator, MLPGenerator
 
@@ -104,6 +104,6 @@ def set_kernel_impl(module: nn.Module, impl: str) -> nn.Module:
         ``module`` (changed in place).
     """
     for m in module.modules():
-        if isinstance(m, (BatchNormAct, BiasAct)):
+        if isinstance(m, (BatchNormAct, BiasAct, InstanceNormAct)):
             m.impl = impl
     return module
