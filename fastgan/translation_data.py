@@ -140,7 +140,7 @@ def load_translation_data(data: str, data_b: str = "", *, paired: bool, resoluti
     """Load a built-in demo or image folders as two domains.
 
     Args:
-        data: a built-in demo (``grey2colour`` paired, ``china2flower`` unpaired),
+        data: a built-in demo (``edges2photo``, ``grey2colour`` paired, ``china2flower`` unpaired),
             the A folder, or (paired, ``data_b`` empty) a folder of side-by-side A|B images.
         data_b: the B folder (empty: a demo, or side-by-side images).
         paired: pairs are needed (pix2pix): two folders must match by file name.

@@ -49,8 +49,9 @@ class TranslationConfig:
 
     task: str = _field("pix2pix", "``pix2pix`` (paired: U-Net G, PatchGAN D on input + output, adversarial + "
                        "L1) or ``cyclegan`` (unpaired: two ResNet Gs, two PatchGAN Ds, LSGAN + cycle + identity).")
-    data: Optional[str] = _field(None, "built-in demo (``grey2colour`` paired, ``china2flower`` unpaired), the "
-                                 "domain A folder, or a folder of side-by-side A|B pairs; ``None``: the task's demo.")
+    data: Optional[str] = _field(None, "built-in demo (``edges2photo`` or ``grey2colour`` paired, ``china2flower`` "
+                                 "unpaired), the domain A folder, or a folder of side-by-side A|B pairs; ``None``: "
+                                 "the task's demo (edges2photo, china2flower).")
     data_b: str = _field("", "the domain B folder (pix2pix: the same file names as in data); empty for demos and "
                          "side-by-side pairs.")
     out: str = _field("runs/translation", "run folder; rerunning on an existing run resumes it.")
