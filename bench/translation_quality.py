@@ -1,9 +1,10 @@
 """What pix2pix and CycleGAN learn on the built-in demos, on a CPU in a few minutes (docs/translation.md).
 
-pix2pix on ``grey2colour``: held-out L1 and PSNR of the trained U-Net beside
-the identity baseline (the grey input returned as colour) and beside the same
-U-Net trained for the same steps on the L1 loss alone (same data draws, same
-dropout noise, same Adam): what the adversarial term adds.
+pix2pix on ``edges2photo`` (or ``--set data=grey2colour``): held-out L1, PSNR
+and style FD of the trained U-Net beside the identity baseline (the input
+returned as the output) and beside the same U-Net trained for the same steps
+on the L1 loss alone (same initial weights, data draws and dropout noise,
+same Adam): what the adversarial term adds.
 
 CycleGAN on ``china2flower``: cycle-reconstruction error and the style
 Fréchet distance (:mod:`fastgan.metrics.translation`) of translated held-out
@@ -54,7 +55,7 @@ def l1_only_unet(trainer, steps: int) -> dict:
 
     import torch
 
-    from fastgan.metrics.translation import l1_and_psnr
+    from fastgan.tasks.pix2pix import pair_metrics
     from fastgan.translation_data import to_float
 
     task, cfg = trainer.task, trainer.cfg
@@ -69,8 +70,7 @@ def l1_only_unet(trainer, steps: int) -> dict:
     G.eval()
     with torch.no_grad():
         a, b = to_float(task.data.test_a), to_float(task.data.test_b)
-        l1, psnr = l1_and_psnr(torch.cat([G(a[i:i + 64]) for i in range(0, len(a), 64)]), b)
-    return {"l1": l1, "psnr": psnr}
+        return pair_metrics(torch.cat([G(a[i:i + 64]) for i in range(0, len(a), 64)]), b)
 
 
 def run(args) -> dict:
@@ -128,9 +128,9 @@ def summarise(task: str, results: list[dict]) -> dict:
         return sum(vals) / len(vals)
 
     if task == "pix2pix":
-        out = {k: mean(("after", k)) for k in ("l1", "psnr", "identity_l1", "identity_psnr")}
+        out = {k: mean(("after", k)) for k in ("l1", "psnr", "fd", "identity_l1", "identity_psnr", "identity_fd")}
         if all("l1_only_unet" in r for r in results):
-            out.update(l1_only_l1=mean(("l1_only_unet", "l1")), l1_only_psnr=mean(("l1_only_unet", "psnr")))
+            out.update({f"l1_only_{k}": mean(("l1_only_unet", k)) for k in ("l1", "psnr", "fd")})
         return out
     keys = ("cycle_a", "cycle_b", "fd_ab", "fd_ba", "fd_ab_identity", "fd_ba_identity")
     return {**{f"before_{k}": mean(("before", k)) for k in keys}, **{f"after_{k}": mean(("after", k)) for k in keys}}

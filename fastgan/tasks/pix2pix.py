@@ -21,7 +21,7 @@ import torch
 
 from .. import losses
 from ..errors import ConfigError
-from ..metrics.translation import l1_and_psnr
+from ..metrics.translation import l1_and_psnr, style_fd
 from ..models import PatchDiscriminator, UNetGenerator
 from ..translation_data import to_float
 from .base import Step
@@ -135,16 +135,28 @@ class Pix2Pix(TranslationTask):
         return [a, self.translate(a), b]
 
     def evaluate(self) -> dict[str, Any]:
-        """L1 and PSNR of G (eval mode) on the held-out pairs, beside the identity baseline.
+        """L1, PSNR and style FD of G (eval mode) on the held-out pairs, beside the identity baseline.
 
-        Both on the [0, 1] pixel scale (:func:`fastgan.metrics.translation.l1_and_psnr`);
-        without held-out pairs the training pairs are used (``split`` says which).
+        L1 and PSNR on the [0, 1] pixel scale (:func:`fastgan.metrics.translation.l1_and_psnr`);
+        ``fd``: the style Fréchet distance of the outputs to the targets
+        (:func:`fastgan.metrics.translation.style_fd`: do they have the targets' colours
+        and textures, whatever their pixel error). Without held-out pairs the training
+        pairs are used (``split`` says which).
         """
         d = self.data
-        held_out = len(d.test_a) > 0
+        held_out = len(d.test_a) > 1
         a = to_float(d.test_a if held_out else d.a.cpu())
         b = to_float(d.test_b if held_out else d.b.cpu())
-        l1, psnr = l1_and_psnr(self.translate(a), b)
-        id_l1, id_psnr = l1_and_psnr(identity_baseline(a, b.shape[1]), b)
-        return {"split": "held-out" if held_out else "train", "n": len(a), "l1": l1, "psnr": psnr,
-                "identity_l1": id_l1, "identity_psnr": id_psnr}
+        return {"split": "held-out" if held_out else "train", "n": len(a), **pair_metrics(self.translate(a), b),
+                **{f"identity_{k}": v for k, v in pair_metrics(identity_baseline(a, b.shape[1]), b).items()}}
+
+
+def pair_metrics(out: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """``l1``, ``psnr`` and ``fd`` (style Fréchet distance) of outputs against their targets.
+
+    Args:
+        out: (N, C, H, W) outputs in [-1, 1], N >= 2.
+        target: (N, C, H, W) targets in [-1, 1].
+    """
+    l1, psnr = l1_and_psnr(out, target)
+    return {"l1": l1, "psnr": psnr, "fd": style_fd(out, target)}
