@@ -38,8 +38,8 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from .benchmark_context import (PRESETS, BenchContext, Built, RecipeSkipped, get_preset, network_signature,
-                                scratch_dir, synthetic_data)
+from .benchmark_context import (PRESETS, TRANSLATION_PRESETS, BenchContext, Built, RecipeSkipped, get_preset,
+                                network_signature, scratch_dir, synthetic_data)
 from .benchmark_recipes import RECIPES, select_recipes
 from .benchmark_report import (DEFAULT_THRESHOLD, add_speedups, compare, format_table, progress_line, read_results,
                                write_results)
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``fastgan bench``."""
     p = argparse.ArgumentParser(
         prog="fastgan bench", description="Training throughput: fastgan's modes against eager PyTorch recipes.",
-        epilog="Presets: " + ", ".join(PRESETS) + ". Recipes: " + ", ".join(r.name for r in RECIPES) +
+        epilog="Presets: " + ", ".join([*PRESETS, *TRANSLATION_PRESETS]) + ". Recipes: " + ", ".join(r.name for r in RECIPES) +
                " (default: those marked default in --list; 'all' for every one).")
     p.add_argument("--preset", nargs="+", default=None, help="workload(s) (default: dcgan64 on a GPU, dcgan16 on CPU)")
     p.add_argument("--batch_size", type=int, nargs="+", default=None,
@@ -139,6 +139,9 @@ def list_text() -> str:
     for p in PRESETS.values():
         shape = f"{p.img_size}x{p.img_size}x{p.channels}" if p.kind == "image" else f"{p.channels}-D points"
         lines.append(f"  {p.name:10s} {p.kind:6s} {shape}, z={p.z_dim}, width={p.width}")
+    for p in TRANSLATION_PRESETS.values():
+        lines.append(f"  {p.name:10s} {p.task:6s} {p.img_size}x{p.img_size}x{p.channels}, width={p.width}, "
+                     f"batch {'/'.join(map(str, p.batch_sizes))}; plain recipe: the reference repository's loop")
     lines.append("recipes (* = default):")
     lines += [f"  {'*' if r.default else ' '} {r.name:24s} {r.description}" for r in RECIPES]
     return "\n".join(lines)
@@ -193,7 +196,7 @@ def run_benchmark(args: argparse.Namespace, earlier: Optional[dict[str, Any]] = 
     with scratch_dir() as workdir:
         for preset in presets:
             data = synthetic_data(preset, device)
-            for batch in batches:
+            for batch in (args.batch_size or preset.batch_sizes or batches):
                 ctx = BenchContext(preset, batch, device, data, workdir, cudnn_benchmark=bool(args.cudnn_benchmark))
                 for recipe in recipes:
                     res = run_recipe(recipe, ctx, steps, windows, warmup, telemetry)

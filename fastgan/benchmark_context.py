@@ -34,8 +34,10 @@ class Preset:
         img_size: image side (0 for points).
         channels: image channels (2 = point dimension for points).
         z_dim: latent size.
-        width: DCGAN ngf = ndf, or MLP hidden units.
-        depth: MLP hidden layers (points only).
+        width: DCGAN ngf = ndf, or MLP hidden units (translation: ngf = ndf).
+        depth: MLP hidden layers (points only; translation: CycleGAN's residual blocks).
+        task: ``pix2pix`` or ``cyclegan`` for a ``"translation"`` preset, else empty.
+        batch_sizes: this preset's default batch sizes (empty: the runner's).
     """
 
     name: str
@@ -45,6 +47,8 @@ class Preset:
     z_dim: int
     width: int
     depth: int = 3
+    task: str = ""
+    batch_sizes: tuple[int, ...] = ()
 
 
 PRESETS = {p.name: p for p in (
@@ -54,19 +58,27 @@ PRESETS = {p.name: p for p in (
     Preset("dcgan128", "image", 128, 3, 100, 64),
     Preset("mlp2d", "points", 0, 2, 2, 128, 3),
 )}
+# Image-to-image translation at the papers' size and widths, trained by fastgan's tasks and, as the plain
+# recipe, by the reference repository's loop (fastgan.benchmark_translation); batch 1 is the papers' setting.
+TRANSLATION_PRESETS = {p.name: p for p in (
+    Preset("pix2pix256", "translation", 256, 3, 0, 64, task="pix2pix", batch_sizes=(1, 16)),
+    Preset("cyclegan256", "translation", 256, 3, 0, 64, depth=9, task="cyclegan", batch_sizes=(1, 4)),
+)}
+TRANSLATION_DATA_SIZE = 128      # synthetic 256 px image pairs held on the device
 
 
 def get_preset(name: str, width: Optional[int] = None, z_dim: Optional[int] = None) -> Preset:
     """The preset called ``name``, optionally with another width / latent size.
 
     Args:
-        name: dcgan16, dcgan32, dcgan64, dcgan128 or mlp2d.
+        name: dcgan16, dcgan32, dcgan64, dcgan128, mlp2d, pix2pix256 or cyclegan256.
         width: override of the network width.
         z_dim: override of the latent size.
     """
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
-    p = PRESETS[name]
+    every = {**PRESETS, **TRANSLATION_PRESETS}
+    if name not in every:
+        raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(every)}")
+    p = every[name]
     changes: dict[str, Any] = {}
     if width is not None:
         changes["width"] = width
@@ -180,7 +192,8 @@ def synthetic_data(preset: Preset, device: torch.device, seed: int = 0) -> torch
         centres = torch.cartesian_prod(*(torch.tensor([-4.0, -2.0, 0.0, 2.0, 4.0]),) * 2)     # (25, 2)
         k = torch.randint(0, 25, (DATA_SIZE,), generator=g)
         return (centres[k] + 0.05 * torch.randn(DATA_SIZE, 2, generator=g)).to(device)
-    shape = (DATA_SIZE, preset.channels, preset.img_size, preset.img_size)
+    n = TRANSLATION_DATA_SIZE if preset.kind == "translation" else DATA_SIZE
+    shape = (n, preset.channels, preset.img_size, preset.img_size)
     return torch.randint(0, 256, shape, dtype=torch.uint8, generator=g).to(device)
 
 

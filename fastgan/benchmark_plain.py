@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .benchmark_context import BenchContext, Built, Preset, needs_bf16, needs_cuda
+from .benchmark_context import BenchContext, Built, Preset, RecipeSkipped, needs_bf16, needs_cuda
 from .models.common import dcgan_init_
 from .models.dcgan import dcgan_channels
 
@@ -103,6 +103,9 @@ class PlainGAN:
 
     def __init__(self, ctx: BenchContext, amp: Optional[torch.dtype], channels_last: bool,
                  adam: dict, sigmoid: bool, compile_kwargs: Optional[dict] = None):
+        if ctx.preset.kind == "translation":
+            raise RecipeSkipped("a DCGAN recipe; the translation presets' plain recipe is pytorch-eager-fp32 (the "
+                                "reference repository's loop)")
         torch.manual_seed(0)
         G, D = plain_networks(ctx.preset, sigmoid)
         fmt = torch.channels_last if channels_last and ctx.preset.kind == "image" else torch.preserve_format
@@ -214,6 +217,9 @@ def pytorch_eager_fp32(ctx: BenchContext) -> Built:
     Args:
         ctx: the shared context.
     """
+    if ctx.preset.kind == "translation":   # the translation presets' plain recipe: the reference repository's loop
+        from .benchmark_translation import reference_recipe
+        return reference_recipe(ctx)
     gan = PlainGAN(ctx, amp=None, channels_last=False, adam={}, sigmoid=True)
     return _built(gan, _loop(gan.examples_step), gan.examples_step, {"optimizer": "Adam (torch default)"})
 

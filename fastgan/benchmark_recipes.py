@@ -15,6 +15,7 @@ from typing import Callable, Optional
 
 from .benchmark_context import BenchContext, Built, RecipeSkipped, needs_bf16, needs_cuda
 from .benchmark_plain import pytorch_eager_bf16, pytorch_eager_fp32, pytorch_graph_bf16, pytorch_graph_compiled
+from .benchmark_translation import split_networks
 from .errors import ConfigError
 
 
@@ -59,7 +60,7 @@ def fastgan_recipe(variant: FastganVariant) -> Callable[[BenchContext], Built]:
         except ConfigError as e:
             raise RecipeSkipped(str(e)) from None
         info = {"plan": trainer.engine.plan.summary(), "engine": trainer.engine.plan.to_dict(),
-                "ema": trainer.cfg.ema_decay > 0}
+                "ema": getattr(trainer.cfg, "ema_decay", 0) > 0}
 
         def run(n: int) -> None:
             trainer.run_steps(n)
@@ -69,13 +70,17 @@ def fastgan_recipe(variant: FastganVariant) -> Callable[[BenchContext], Built]:
             if trainer.engine.fallback_reason:
                 info["fallback"] = trainer.engine.fallback_reason
 
-        built = Built(run, lambda: _fastgan_flop_step(ctx), (trainer.G, trainer.D), info, flops_key="fastgan")
+        nets = (trainer.G, trainer.D) if ctx.preset.kind != "translation" else split_networks(trainer.task)
+        built = Built(run, lambda: _fastgan_flop_step(ctx), nets, info, flops_key="fastgan")
         built.info["_after_timing"] = after_timing
         return built
     return build
 
 
 def _trainer_data(ctx: BenchContext):
+    if ctx.preset.kind == "translation":
+        from .benchmark_translation import synthetic_translation_data
+        return synthetic_translation_data(ctx)
     return None if ctx.preset.kind == "points" else ctx.data
 
 
@@ -83,6 +88,9 @@ def _fastgan_config(ctx: BenchContext, **fields_):
     from .config import TrainConfig
 
     p = ctx.preset
+    if p.kind == "translation":
+        from .benchmark_translation import translation_config
+        return translation_config(ctx, **fields_)
     base = dict(data="grid25" if p.kind == "points" else "synthetic", out=ctx.workdir,
                 batch_size=ctx.batch_size, z_dim=p.z_dim, g_width=p.width, d_width=p.width,
                 g_depth=p.depth, d_depth=p.depth, resolution=p.img_size or None, loss="ns",

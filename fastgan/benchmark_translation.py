@@ -33,7 +33,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .models.common import dcgan_init_
-from .models.patchgan import PatchDiscriminator
 from .models.resnet_generator import N_DOWN
 from .models.unet import unet_channels
 
@@ -345,6 +344,76 @@ def reference_from_task(task, seed: int = 0, generator: Optional[torch.Generator
     return ref, nets
 
 
+# ---------------------------------------------------------------------------- fastgan bench presets
+def synthetic_translation_data(ctx):
+    """Paired (pix2pix) or unpaired (CycleGAN) data from the benchmark's synthetic images, on the device.
+
+    Args:
+        ctx: the benchmark context of a translation preset (``ctx.data``: uint8 (N, C, S, S)).
+    """
+    from .translation_data import Domains, TranslationData
+
+    a = ctx.data
+    b = a.roll(1, 0)   # any images: the step's work does not depend on their content
+    names = [str(i) for i in range(len(a))]
+    empty = Domains(a[:0].cpu(), b[:0].cpu(), [], [])
+    return TranslationData(Domains(a, b, names, names), empty, paired=ctx.preset.task == "pix2pix",
+                           name="synthetic", device=ctx.device)
+
+
+def translation_config(ctx, **fields):
+    """The TranslationConfig of a translation preset (fastgan's recipes), with ``fields`` on top.
+
+    Args:
+        ctx: the benchmark context.
+        fields: config fields (mode, amp, channels_last, kernels).
+    """
+    from .tasks.translation import TranslationConfig
+
+    p = ctx.preset
+    return TranslationConfig(task=p.task, out=ctx.workdir, batch_size=ctx.batch_size, resolution=p.img_size,
+                             g_width=p.width, d_width=p.width, g_blocks=p.depth, device=str(ctx.device),
+                             progress=False, seed=0, **fields)
+
+
+def split_networks(task) -> tuple[nn.Module, nn.Module]:
+    """(generators, discriminators) of a translation task, each as one module (the benchmark's network signature).
+
+    Args:
+        task: a Pix2Pix or CycleGAN task.
+    """
+    nets = task.networks()
+    return (nn.ModuleList([n for k, n in nets.items() if k.startswith("G")]),
+            nn.ModuleList([n for k, n in nets.items() if k.startswith("D")]))
+
+
+def reference_recipe(ctx):
+    """``fastgan bench``'s plain recipe for a translation preset: the reference repository's loop, eager fp32.
+
+    The networks start from the weights fastgan's eager recipe starts from.
+
+    Args:
+        ctx: the benchmark context.
+    """
+    from .benchmark_context import Built
+    from .engine import EngineOptions
+    from .train import Trainer
+
+    cfg = translation_config(ctx, mode="eager", kernels="ref")
+    trainer = Trainer(cfg, data=synthetic_translation_data(ctx), resume=False,
+                      engine_options=EngineOptions(cudnn_benchmark=ctx.cudnn_benchmark))
+    ref, nets = reference_from_task(trainer.task)
+    gens = nn.ModuleList(nets[:1] if cfg.task == "pix2pix" else nets[:2])
+    discs = nn.ModuleList(nets[1:] if cfg.task == "pix2pix" else nets[2:])
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            ref.step()
+
+    return Built(run, ref.step, (gens, discs), {"loop": "pytorch-CycleGAN-and-pix2pix optimize_parameters",
+                                                "optimizer": "Adam (torch default)"}, flops_key="reference")
+
+
 __all__ = ["PlainUNet", "plain_resnet_generator", "plain_patch_discriminator", "copy_weights",
            "ReferencePix2Pix", "ReferenceCycleGAN", "ReferenceImagePool", "reference_from_task",
-           "PatchDiscriminator"]
+           "synthetic_translation_data", "translation_config", "split_networks", "reference_recipe"]
