@@ -32,15 +32,6 @@ import time
 from pathlib import Path
 
 
-def _parse_value(text: str):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(text.lower(), text)
-
-
 def l1_only_unet(trainer, steps: int) -> dict:
     """The pix2pix run's U-Net, trained from the same initial weights on L1 alone, then evaluated like pix2pix.
 
@@ -73,6 +64,22 @@ def l1_only_unet(trainer, steps: int) -> dict:
         return pair_metrics(torch.cat([G(a[i:i + 64]) for i in range(0, len(a), 64)]), b)
 
 
+def real_vs_real(data) -> dict:
+    """The style FD's floor: held-out real images of each domain against every image of that domain.
+
+    Args:
+        data: the task's TranslationData.
+    """
+    import torch
+
+    from fastgan.metrics.translation import style_fd
+    from fastgan.translation_data import to_float
+
+    every_a = to_float(torch.cat([data.a.cpu(), data.test_a]))
+    every_b = to_float(torch.cat([data.b.cpu(), data.test_b]))
+    return {"fd_a": style_fd(to_float(data.test_a), every_a), "fd_b": style_fd(to_float(data.test_b), every_b)}
+
+
 def run(args) -> dict:
     import torch
 
@@ -80,6 +87,8 @@ def run(args) -> dict:
     from fastgan.tasks import TranslationConfig
 
     torch.set_num_threads(args.threads)
+    from quality import _parse_value   # bench/quality.py: --set values as int, float, bool or text
+
     overrides = {k: _parse_value(v) for k, v in (s.split("=", 1) for s in args.set)}
     results = []
     work = Path(tempfile.mkdtemp(prefix="fastgan-translation-"))
@@ -90,6 +99,8 @@ def run(args) -> dict:
                                     **overrides)
             trainer = Trainer(cfg, resume=False)
             rec = {"seed": seed, "before": trainer.evaluate()}
+            if args.task == "cyclegan":
+                rec["real_vs_real"] = real_vs_real(trainer.task.data)
             baseline = None
             if args.task == "pix2pix" and not args.no_l1_only:
                 t0 = time.perf_counter()
@@ -133,7 +144,8 @@ def summarise(task: str, results: list[dict]) -> dict:
             out.update({f"l1_only_{k}": mean(("l1_only_unet", k)) for k in ("l1", "psnr", "fd")})
         return out
     keys = ("cycle_a", "cycle_b", "fd_ab", "fd_ba", "fd_ab_identity", "fd_ba_identity")
-    return {**{f"before_{k}": mean(("before", k)) for k in keys}, **{f"after_{k}": mean(("after", k)) for k in keys}}
+    return {**{f"before_{k}": mean(("before", k)) for k in keys}, **{f"after_{k}": mean(("after", k)) for k in keys},
+            "real_vs_real_fd_a": mean(("real_vs_real", "fd_a")), "real_vs_real_fd_b": mean(("real_vs_real", "fd_b"))}
 
 
 def main(argv=None) -> int:

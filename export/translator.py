@@ -29,24 +29,13 @@ from fastgan.errors import CheckpointError, ConfigError, DataError
 
 from .errors import ExportError
 from .fp16 import convert_to_fp16
-from .onnx_export import _STANDARD_DOMAINS, _quiet_exporter, _reference_copy, _summary, _write_onnx
+from .onnx_export import _STANDARD_DOMAINS, _quiet_exporter, _reference_copy, _summary, _Unconditional, _write_onnx
 from .opset import choose_opset
 from .report import ExportReport
 from .verify import TOLERANCE
 
 PREFIX = "fastgan."
 KIND = "translator"
-
-
-class _Images(nn.Module):
-    """Fixes the traced signature to ``(images) -> float32 images``."""
-
-    def __init__(self, G: nn.Module):
-        super().__init__()
-        self.G = G
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.G(images).float()
 
 
 def verify_shapes(G: nn.Module, resolution: int) -> list[tuple[int, int, int]]:
@@ -129,12 +118,13 @@ def _trace(model: nn.Module, channels: int, multiple: int, opset: int):
 
     # sizes of 1 are specialised away by torch.export: batch 2, height 2 and width 3 multiples
     example = (torch.zeros(2, channels, 2 * multiple, 3 * multiple),)
-    dynamic = {"images": {0: Dim("batch"), 2: multiple * Dim("h"), 3: multiple * Dim("w")}}
+    # _Unconditional fixes the signature to one input, G(x).float(), named "images" in the graph
+    dynamic = {"z": {0: Dim("batch"), 2: multiple * Dim("h"), 3: multiple * Dim("w")}}
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), _quiet_exporter():
         warnings.simplefilter("ignore")   # exporter deprecation chatter; failures still raise
         try:
             program = torch.onnx.export(
-                _Images(model).eval(), example, dynamo=True, opset_version=opset, input_names=["images"],
+                _Unconditional(model).eval(), example, dynamo=True, opset_version=opset, input_names=["images"],
                 output_names=["translated"], dynamic_shapes=dynamic, external_data=False, optimize=True,
                 verbose=False, artifacts_dir=tmp)
         except Exception as e:

@@ -13,7 +13,8 @@ Sources:
 - unpaired: two folders, any names and counts;
 - built-in demos cut from scikit-learn's two sample photographs
   (``sklearn.datasets.load_sample_images``: china.jpg, flower.jpg; installed
-  with scikit-learn, nothing is downloaded): ``edges2photo`` (paired: the edge
+  with scikit-learn, nothing is downloaded), and from its 1,797 handwritten
+  digits: ``edges2digits`` (paired: a digit's outline -> the digit), ``edges2photo`` (paired: the edge
   map of a crop, dark lines on white as in pix2pix's edges2shoes -> the crop in
   colour), ``grey2colour`` (paired: the grey version of a crop -> the crop in
   colour) and ``china2flower`` (unpaired: crops of one photograph -> the
@@ -33,13 +34,14 @@ from typing import Optional, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .data import IMAGE_EXTENSIONS, _equal_channels
 from .decode import read_image
 from .errors import DataError
 
-PAIRED_DEMOS = ("edges2photo", "grey2colour")
-UNPAIRED_DEMOS = ("china2flower",)
+PAIRED_DEMOS = ("edges2digits", "edges2photo", "grey2colour")
+UNPAIRED_DEMOS = ("digits2bold", "china2flower")
 DEMO_SCALE = 0.5         # the photographs (427 x 640) are halved before cropping: more scene per crop
 DEMO_STRIDE_DIV = 4      # crops start every resolution / 4 pixels (overlapping)
 
@@ -223,19 +225,24 @@ def _grey(rgb: np.ndarray) -> np.ndarray:
     return ((y + 500) // 1000).astype(np.uint8)[..., None]
 
 
-def _edges(rgb: np.ndarray) -> np.ndarray:
-    """Soft edge map of a whole (H, W, 3) photograph: dark lines on white, (H, W, 1) uint8.
-
-    The Sobel gradient magnitude of the luma, scaled so the photograph's 98th
-    percentile is black; computed before cropping, so crops have no border lines.
-    """
-    y = _grey(rgb)[..., 0].astype(np.float32)
-    p = np.pad(y, 1, mode="edge")
-    gx = (p[:-2, 2:] + 2 * p[1:-1, 2:] + p[2:, 2:]) - (p[:-2, :-2] + 2 * p[1:-1, :-2] + p[2:, :-2])
-    gy = (p[2:, :-2] + 2 * p[2:, 1:-1] + p[2:, 2:]) - (p[:-2, :-2] + 2 * p[:-2, 1:-1] + p[:-2, 2:])
+def _sobel(y: np.ndarray, percentile: float = 98.0) -> np.ndarray:
+    """Sobel gradient magnitude of grey images (..., H, W), scaled so its ``percentile`` is 255: uint8 (..., H, W)."""
+    y = y.astype(np.float32)
+    p = np.pad(y, [(0, 0)] * (y.ndim - 2) + [(1, 1), (1, 1)], mode="edge")
+    gx = (p[..., :-2, 2:] + 2 * p[..., 1:-1, 2:] + p[..., 2:, 2:]) - (p[..., :-2, :-2] + 2 * p[..., 1:-1, :-2]
+                                                                        + p[..., 2:, :-2])
+    gy = (p[..., 2:, :-2] + 2 * p[..., 2:, 1:-1] + p[..., 2:, 2:]) - (p[..., :-2, :-2] + 2 * p[..., :-2, 1:-1]
+                                                                        + p[..., :-2, 2:])
     mag = np.sqrt(gx * gx + gy * gy)
-    scale = 255.0 / max(float(np.percentile(mag, 98)), 1e-6)
-    return (255.0 - np.clip(mag * scale, 0, 255)).round().astype(np.uint8)[..., None]
+    return np.clip(mag * (255.0 / max(float(np.percentile(mag, percentile)), 1e-6)), 0, 255).round().astype(np.uint8)
+
+
+def _edges(rgb: np.ndarray) -> np.ndarray:
+    """Soft edge map of a whole (H, W, 3) photograph: dark lines on white (as edges2shoes), (H, W, 1) uint8.
+
+    Computed before cropping, so crops have no border lines.
+    """
+    return (255 - _sobel(_grey(rgb)[..., 0]))[..., None]
 
 
 def _nchw(x: np.ndarray) -> torch.Tensor:
@@ -249,7 +256,25 @@ def _demo(name: str, resolution: int, holdout: float, seed: int) -> tuple[Domain
     photograph (no training crop overlaps them: the targets never leak).
     ``china2flower`` has no targets to leak, and a photograph's right-hand strip
     has a style of its own, so it holds out a seeded random ``holdout`` part of the crops.
+    ``edges2digits`` holds out a seeded random part of scikit-learn's 1,797 digits.
     """
+    if name == "digits2bold":   # one half of the digits as written -> the other half with bold strokes
+        from .data import _digits
+
+        digits = _digits(resolution)[0]                                   # (1797, 1, R, R)
+        half = torch.randperm(len(digits), generator=torch.Generator().manual_seed(1234))
+        k = max(1, resolution // 10) * 2 + 1                              # 7 px wide dilation at 32 px
+        bold = F.max_pool2d(digits[half[1::2]].float(), k, stride=1, padding=k // 2).to(torch.uint8)
+        every = Domains(digits[half[0::2]], bold, [f"digit{i}" for i in half[0::2].tolist()],
+                        [f"bold{i}" for i in half[1::2].tolist()])
+        return _split(every, False, holdout, seed)
+    if name == "edges2digits":   # each digit's outline -> the digit, white on black
+        from .data import _digits
+
+        digits = _digits(resolution)[0]                                   # (1797, 1, R, R)
+        outlines = torch.from_numpy(_sobel(digits[:, 0].numpy()))[:, None]
+        names = [f"digit{i}" for i in range(len(digits))]
+        return _split(Domains(outlines, digits, names, list(names)), True, holdout, seed)
     photos = _photos(DEMO_SCALE)
     stride = max(1, resolution // DEMO_STRIDE_DIV)
     for key, img in photos.items():

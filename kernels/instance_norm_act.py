@@ -133,6 +133,26 @@ def _affine(w_ptr, b_ptr, c, C, HAS_W: tl.constexpr, HAS_B: tl.constexpr, BLOCK_
     return w, b
 
 
+@jit
+def _reduce_program(pid, c_blocks, groups):
+    """(sample, channel block, group of positions) of a reduction program."""
+    return pid // (groups * c_blocks), (pid // groups) % c_blocks, pid % groups
+
+
+@jit
+def _tile_program(pid, c_blocks, i_blocks):
+    """(sample, channel block, position block) of an elementwise program, positions fastest."""
+    return pid // (i_blocks * c_blocks), (pid // i_blocks) % c_blocks, pid % i_blocks
+
+
+@jit
+def _store_partials(part_ptr, acc1, acc2, g, n, c, C, P):
+    """Row g of the (G, 2, P) partial sums: both tiles summed over positions, for planes n * C + c."""
+    base = part_ptr + g * 2 * P + n * C + c
+    tl.store(base, tl.sum(acc1, axis=1), mask=c < C)
+    tl.store(base + P, tl.sum(acc2, axis=1), mask=c < C)
+
+
 # ----------------------------------------------------------------------------- Triton kernels
 @jit
 def _in_stats_kernel(
@@ -146,10 +166,7 @@ def _in_stats_kernel(
     The shift is x[n, c, 0] (the same for every group of a plane): it keeps E[(x-s)^2] - E[x-s]^2
     free of the cancellation plain sums suffer when |mean| >> std.
     """
-    pid = tl.program_id(0)
-    g = pid % groups
-    cb = (pid // groups) % c_blocks
-    n = pid // (groups * c_blocks)
+    n, cb, g = _reduce_program(tl.program_id(0), c_blocks, groups)
     c0 = cb * BLOCK_C
     offs0, _, c = _plane_tile(n, c0, 0, C, I, sc, si, BLOCK_C, 1, BIG)
     shift = tl.load(x_ptr + offs0, mask=c[:, None] < C, other=0.0).to(tl.float32)   # [BLOCK_C, 1]
@@ -162,9 +179,7 @@ def _in_stats_kernel(
         v = tl.where(mask, v - shift, 0.0)
         acc1 += v
         acc2 += v * v
-    base = part_ptr + g * 2 * P + n * C + c
-    tl.store(base, tl.sum(acc1, axis=1), mask=c < C)
-    tl.store(base + P, tl.sum(acc2, axis=1), mask=c < C)
+    _store_partials(part_ptr, acc1, acc2, g, n, c, C, P)
 
 
 @jit
@@ -210,10 +225,7 @@ def _in_apply_kernel(
     BIG: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
 ):
     """One tile per program: y = act((x - mean) * rstd * w + b)."""
-    pid = tl.program_id(0)
-    ib = pid % i_blocks
-    cb = (pid // i_blocks) % c_blocks
-    n = pid // (i_blocks * c_blocks)
+    n, cb, ib = _tile_program(tl.program_id(0), c_blocks, i_blocks)
     offs, mask, c = _plane_tile(n, cb * BLOCK_C, ib * BLOCK_I, C, I, sc, si, BLOCK_C, BLOCK_I, BIG)
     mean = tl.load(mean_ptr + n * C + c, mask=c < C, other=0.0)
     rstd = tl.load(rstd_ptr + n * C + c, mask=c < C, other=1.0)
@@ -237,10 +249,7 @@ def _in_bwd_reduce_kernel(
     BIG: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
 ):
     """Program (n, cb, g): du = dy * act'(u) recomputed from x; sums du and du * xhat per plane."""
-    pid = tl.program_id(0)
-    g = pid % groups
-    cb = (pid // groups) % c_blocks
-    n = pid // (groups * c_blocks)
+    n, cb, g = _reduce_program(tl.program_id(0), c_blocks, groups)
     c0 = cb * BLOCK_C
     c = c0 + tl.arange(0, BLOCK_C)
     mean = tl.load(mean_ptr + n * C + c, mask=c < C, other=0.0)[:, None]
@@ -258,9 +267,7 @@ def _in_bwd_reduce_kernel(
             du = du * act_derivative(xhat * w[:, None] + b[:, None], alpha, ACT)
         acc1 += du
         acc2 += du * xhat
-    base = part_ptr + g * 2 * P + n * C + c
-    tl.store(base, tl.sum(acc1, axis=1), mask=c < C)
-    tl.store(base + P, tl.sum(acc2, axis=1), mask=c < C)
+    _store_partials(part_ptr, acc1, acc2, g, n, c, C, P)
 
 
 @jit
@@ -278,10 +285,7 @@ def _in_bwd_dx_kernel(
     BIG: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
 ):
     """One tile per program: dx = rstd * w * (du - mean(du) - xhat * mean(du * xhat)), means over the plane."""
-    pid = tl.program_id(0)
-    ib = pid % i_blocks
-    cb = (pid // i_blocks) % c_blocks
-    n = pid // (i_blocks * c_blocks)
+    n, cb, ib = _tile_program(tl.program_id(0), c_blocks, i_blocks)
     offs, mask, c = _plane_tile(n, cb * BLOCK_C, ib * BLOCK_I, C, I, sc, si, BLOCK_C, BLOCK_I, BIG)
     p = n * C + c
     mean = tl.load(mean_ptr + p, mask=c < C, other=0.0)[:, None]

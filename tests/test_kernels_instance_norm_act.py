@@ -8,20 +8,11 @@ from fastgan import kernels as K
 from fastgan.kernels import InstanceNormAct, instance_norm_act, instance_norm_act_ref
 from fastgan.kernels import ops, tiles
 from kernel_helpers import DEVICE, needs_triton
+from test_kernels_batch_norm_act import make, tol
 
 # (shape, channels_last): odd sizes, a 1-D and a 3-D spatial input; both layouts for 4-D shapes
 SHAPES = [(1, 1, 2, 1), (2, 3, 5, 7), (3, 17, 4, 4), (2, 5, 9), (2, 3, 2, 3, 3)]
 LAYOUTS = [(s, cl) for s in SHAPES for cl in ((False, True) if len(s) == 4 else (False,))]
-
-
-def tol(dtype):
-    return dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
-
-
-def make(shape, channels_last, dtype, seed=0, scale=2.0, offset=0.5):
-    g = torch.Generator().manual_seed(seed)
-    x = (torch.randn(shape, generator=g) * scale + offset).to(DEVICE, dtype)
-    return x.to(memory_format=torch.channels_last) if channels_last else x
 
 
 def affine(c, seed=1):

@@ -66,21 +66,23 @@ def test_sampling_is_seeded_and_flips_pairs_together(tmp_path):
 
 
 def test_demos_hold_out_what_they_say():
-    d = load_translation_data("grey2colour", paired=True, resolution=32, holdout=0.2)
-    assert (d.channels_a, d.channels_b) == (1, 3) and len(d.test_a) > 100 and len(d.a) > 1000
-    # the held-out crops lie right of every training crop of the same photograph (no overlap)
-    assert torch.equal(d.test_a, load_translation_data("grey2colour", paired=True, resolution=32,
-                                                       holdout=0.2).test_a)
-    u = load_translation_data("china2flower", paired=False, resolution=32, holdout=0.2)
-    assert (u.channels_a, u.channels_b) == (3, 3) and len(u.test_a) > 100
+    d = load_translation_data("edges2digits", paired=True, resolution=32, holdout=0.2)
+    assert (d.channels_a, d.channels_b) == (1, 1) and (len(d.a), len(d.test_a)) == (1438, 359)
+    u = load_translation_data("digits2bold", paired=False, resolution=32, holdout=0.2)
+    assert (len(u.a) + len(u.test_a), len(u.b) + len(u.test_b)) == (899, 898)    # two disjoint halves
+    assert u.b.float().mean() > 1.5 * u.a.float().mean()                         # bold strokes: more ink
+    g = load_translation_data("grey2colour", paired=True, resolution=32, holdout=0.2)
+    assert (g.channels_a, g.channels_b) == (1, 3) and len(g.test_a) > 100 and len(g.a) > 1000
+    c = load_translation_data("china2flower", paired=False, resolution=32, holdout=0.2)
+    assert (c.channels_a, c.channels_b) == (3, 3) and len(c.test_a) > 100
     # the two photographs differ in style: the flower crops are far darker than the temple's
-    assert u.b.float().mean() < u.a.float().mean() - 60
+    assert c.b.float().mean() < c.a.float().mean() - 60
 
 
 def test_demo_split_does_not_overlap():
     from fastgan.translation_data import _demo
 
-    train, test = _demo("grey2colour", 32, 0.2, 0)
+    train, test = _demo("edges2photo", 32, 0.2, 0)
     for names_train, names_test in ((train.names_a, test.names_a),):
         right_of_train = {}
         for n in names_train:

@@ -86,7 +86,8 @@ def test_the_config_picks_its_task_and_resolves_defaults(tmp_path):
     tr = Trainer(tiny_config(tmp_path / "b", "cyclegan"), resume=False)
     assert isinstance(tr.task, CycleGAN) and tr.cfg.loss == "lsgan"
     demo = TranslationConfig(task="cyclegan").resolved()
-    assert (demo.data, demo.resolution, demo.pool_size, demo.d_layers) == ("china2flower", 32, 50, 3)
+    assert (demo.data, demo.resolution, demo.pool_size, demo.d_layers, demo.g_width) == ("digits2bold", 32, 50, 3, 16)
+    assert TranslationConfig().resolved().data == "edges2digits"
     folders = TranslationConfig(task="pix2pix", data="x", data_b="y").resolved()
     assert (folders.resolution, folders.batch_size, folders.g_width, folders.g_blocks) == (256, 1, 64, 9)
 

@@ -29,8 +29,12 @@ from ..translation_data import PAIRED_DEMOS, UNPAIRED_DEMOS, TranslationData, lo
 from .base import Task
 
 TASKS = ("pix2pix", "cyclegan")
-DEMO_DEFAULTS = dict(resolution=32, g_width=32, d_width=32, batch_size=8, holdout=0.2)
-FOLDER_DEFAULTS = dict(resolution=256, g_width=64, d_width=64, batch_size=1, holdout=0.1)   # the papers' settings
+# The built-in demos train on a CPU in minutes (docs/translation.md: CycleGAN's two ResNets are narrower);
+# folders get the papers' settings.
+DEMO_DEFAULTS = {"pix2pix": dict(steps=1000, resolution=32, g_width=32, d_width=32, batch_size=8, holdout=0.2),
+                 "cyclegan": dict(steps=1000, resolution=32, g_width=16, d_width=16, g_blocks=4, batch_size=4,
+                                  holdout=0.2)}
+FOLDER_DEFAULTS = dict(steps=2000, resolution=256, g_width=64, d_width=64, batch_size=1, holdout=0.1)
 GRID_EXAMPLES = 8           # examples in a sample figure (held-out ones when there are enough)
 EVAL_BATCH = 64             # images per forward pass when evaluating or translating
 
@@ -49,22 +53,24 @@ class TranslationConfig:
 
     task: str = _field("pix2pix", "``pix2pix`` (paired: U-Net G, PatchGAN D on input + output, adversarial + "
                        "L1) or ``cyclegan`` (unpaired: two ResNet Gs, two PatchGAN Ds, LSGAN + cycle + identity).")
-    data: Optional[str] = _field(None, "built-in demo (``edges2photo`` or ``grey2colour`` paired, ``china2flower`` "
-                                 "unpaired), the domain A folder, or a folder of side-by-side A|B pairs; ``None``: "
-                                 "the task's demo (edges2photo, china2flower).")
+    data: Optional[str] = _field(None, "built-in demo (paired: ``edges2digits``, ``edges2photo``, ``grey2colour``; "
+                                 "unpaired: ``digits2bold``, ``china2flower``), the domain A folder, or a folder of "
+                                 "side-by-side A|B pairs; ``None``: the task's demo (edges2digits, digits2bold).")
     data_b: str = _field("", "the domain B folder (pix2pix: the same file names as in data); empty for demos and "
                          "side-by-side pairs.")
     out: str = _field("runs/translation", "run folder; rerunning on an existing run resumes it.")
-    steps: Optional[int] = _field(None, "training iterations (in total, across resumes); ``None``: 2,000.")
-    batch_size: Optional[int] = _field(None, "images per domain per step; ``None``: 8 for the demos, 1 for "
-                                       "folders (the papers' setting).")
+    steps: Optional[int] = _field(None, "training iterations (in total, across resumes); ``None``: 1,000 for the "
+                                  "demos, 2,000 for folders.")
+    batch_size: Optional[int] = _field(None, "images per domain per step; ``None``: 8 (pix2pix) or 4 (cyclegan) for "
+                                       "the demos, 1 for folders (the papers' setting).")
     seed: int = _field(0, "seed of every random draw (init, data order, flips, dropout, history buffer).")
     resolution: Optional[int] = _field(None, "training image side in pixels (a multiple of the networks' "
                                        "down-sampling); ``None``: 32 for the demos, 256 for folders.")
-    g_width: Optional[int] = _field(None, "generator width (ngf); ``None``: 32 for the demos, 64 for folders.")
+    g_width: Optional[int] = _field(None, "generator width (ngf); ``None``: 32 (pix2pix) or 16 (cyclegan) for the "
+                                    "demos, 64 for folders.")
     d_width: Optional[int] = _field(None, "discriminator width (ndf); ``None``: as g_width's default.")
-    g_blocks: Optional[int] = _field(None, "residual blocks of the CycleGAN generators; ``None``: 9 from 256 px, "
-                                     "else 6.")
+    g_blocks: Optional[int] = _field(None, "residual blocks of the CycleGAN generators; ``None``: 4 for the demos, "
+                                     "9 from 256 px, else 6.")
     d_layers: Optional[int] = _field(None, "strided layers of the PatchGAN discriminator (3: 70x70 patches); "
                                      "``None``: 3, fewer for tiny images.")
     loss: Optional[str] = _field(None, "adversarial loss (``ns``, ``lsgan``, ``hinge``); ``None``: ``ns`` for "
@@ -97,6 +103,8 @@ class TranslationConfig:
     channels_last: bool = _field(False, "use the channels_last memory format for images.")
     kernels: str = _field("auto", "fused-kernel implementation: ``auto``, ``triton`` or ``ref``.")
     progress: bool = _field(True, "show a progress bar.")
+    tensorboard: bool = _field(False, "also write losses, metrics and sample figures as TensorBoard events in "
+                               "RUN/tensorboard/ (needs the tensorboard package).")
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> "TranslationConfig":
@@ -156,10 +164,9 @@ class TranslationConfig:
         """A copy with every ``None`` replaced by its concrete value, checked."""
         c = dataclasses.replace(self).validate()
         c.data = c.data or c.default_demo()
-        for k, v in (DEMO_DEFAULTS if c.is_demo() else FOLDER_DEFAULTS).items():
+        for k, v in (DEMO_DEFAULTS[c.task] if c.is_demo() else FOLDER_DEFAULTS).items():
             if getattr(c, k) is None:
                 setattr(c, k, v)
-        c.steps = c.steps or 2000
         c.g_blocks = (9 if c.resolution >= 256 else 6) if c.g_blocks is None else c.g_blocks
         if c.d_layers is None:   # 3 (70x70 patches) unless the image is too small for its instance norms
             c.d_layers = next((n for n in (3, 2, 1) if min_patch_input(n) <= c.resolution), 1)
