@@ -59,6 +59,7 @@ def train_main(argv: Sequence[str]) -> int:
         argv: the arguments after ``train``.
     """
     from .checkpoint import read_run_config
+    from .cli import EXIT_STOPPED, _announce_start, _fit_to_end
     from .tasks.translation import TranslationConfig
     from .train import Trainer
 
@@ -67,12 +68,13 @@ def train_main(argv: Sequence[str]) -> int:
     saved = read_run_config(out) if Path(out).is_dir() else None
     if saved is not None:
         cfg = dataclasses.replace(TranslationConfig.from_dict(saved), **given)
-        print(f"fastgan: continuing run '{out}'", file=sys.stderr)
     else:
         cfg = TranslationConfig(**given)
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg)   # takes the run folder's lock to resume: a folder in use is refused here
+    _announce_start(trainer, out, saved)
     print(f"fastgan: {trainer.cfg.task} on {trainer.data!r}; {trainer.engine.plan.summary()}", file=sys.stderr)
-    trainer.fit()
+    if not _fit_to_end(trainer, out):
+        return EXIT_STOPPED
     last = next((h for h in reversed(trainer.history) if "eval" in h), None)
     summary = f"trained to step {trainer.step}; run folder: {trainer.run_dir}"
     if last:

@@ -54,6 +54,34 @@ def test_cli_trains_continues_translates_and_exports(tmp_path, capsys):
     assert Image.open(written[0]).size == (32, 32)             # fully convolutional: another size works
 
 
+def test_cli_ctrl_c_stops_with_status_3_and_the_run_continues(tmp_path, capsys, monkeypatch):
+    import os
+    import signal
+
+    import fastgan.cli as cli_mod
+    from fastgan.cli import EXIT_STOPPED
+
+    real = cli_mod._announce_start
+
+    def arm(trainer, out, saved):   # the CLI builds the Trainer: a Ctrl-C after its first step
+        after = trainer.task.after_iteration
+
+        def hook():
+            after()
+            if trainer.step == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+        trainer.task.after_iteration = hook
+        real(trainer, out, saved)
+    monkeypatch.setattr(cli_mod, "_announce_start", arm)
+    cfg = tiny_config(tmp_path, "pix2pix", steps=3, ckpt_every=0)
+    assert main(["train", *flags(cfg)]) == EXIT_STOPPED
+    assert "stopped by SIGINT at step 1 of 3" in capsys.readouterr().err
+    monkeypatch.setattr(cli_mod, "_announce_start", real)
+    assert main(["train", "--out", cfg.out, "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "continuing run" in captured.err and "from step 1" in captured.err and "trained to step 3" in captured.out
+
+
 def test_pix2pix_generator_exports_with_dynamic_batch_and_size(tmp_path):
     G = UNetGenerator(1, 3, 16, width=4)
     report = export_translator(G, tmp_path / "u.onnx", resolution=16, task="pix2pix")

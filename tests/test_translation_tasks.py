@@ -100,6 +100,10 @@ def test_incompatible_resume_and_bad_configs_are_refused(tmp_path):
         TranslationConfig(task="pix2pix", pool_size=5).validate()
     with pytest.raises(ConfigError, match="unknown task"):
         TranslationConfig(task="style").validate()
+    with pytest.raises(ConfigError, match="flip must be true or false, got str"):   # a JSON "no" is no false
+        TranslationConfig.from_dict({"task": "pix2pix", "flip": "no"}).validate()
+    with pytest.raises(ConfigError, match="JSON object"):
+        TranslationConfig.from_dict(["pix2pix"])
     with pytest.raises(ConfigError, match="multiple of 4"):
         Trainer(tiny_config(tmp_path / "r", "pix2pix", resolution=18), resume=False)
     with pytest.raises(ConfigError, match="multiple of 4"):

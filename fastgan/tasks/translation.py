@@ -113,6 +113,7 @@ class TranslationConfig:
             if not cond:
                 raise ConfigError(msg)
 
+        TrainConfig._check_types(self)   # the same type rules as TrainConfig's, from Python and JSON
         for name in ("steps", "batch_size", "resolution", "g_width", "d_width", "d_layers"):
             v = getattr(self, name)
             need(v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0),
@@ -202,6 +203,8 @@ class TranslationConfig:
         Args:
             d: a dict as :meth:`to_dict` writes it.
         """
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config must be a JSON object of field: value pairs, got a {type(d).__name__}")
         unknown = sorted(set(d) - {f.name for f in fields(cls)})
         if unknown:
             raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
