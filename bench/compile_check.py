@@ -2,8 +2,9 @@
 GPU targets on a machine without a GPU (nothing is run).
 
 The launches are recorded by running the models on fake tensors inside
-``fastgan.kernels.record_launches`` (DCGAN 16-128 px and the point MLP; fp32, bf16 and fp16
-autocast; NCHW and channels_last; a training step and sampling). Each distinct specialisation
+``fastgan.kernels.record_launches`` (DCGAN 16-128 px, the point MLP, and the translation
+networks: pix2pix's U-Net + PatchGAN, CycleGAN's ResNet + PatchGAN, 32 and 256 px; fp32, bf16
+and fp16 autocast; NCHW and channels_last; a training step and sampling). Each distinct specialisation
 (kernel, argument types, Triton's integer and alignment specialisations, constexprs, warps) is
 compiled with ``triton.compile`` for each target; ptxas's own report gives registers, spills
 and stack, and the estimated occupancy follows from them. The check fails on a compile error,
@@ -43,7 +44,8 @@ from triton.runtime.jit import create_function_from_signature  # noqa: E402
 
 from fastgan import kernels as K  # noqa: E402
 from fastgan.kernels.tiles import TUNING  # noqa: E402
-from fastgan.models import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator  # noqa: E402
+from fastgan.models import (DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator,  # noqa: E402
+                            PatchDiscriminator, ResnetGenerator, UNetGenerator)
 
 # 96 registers at 4 warps still allows 5 resident blocks (31% of an SM's warps); more is a tile to rethink.
 REGISTER_BUDGET = 96
@@ -70,6 +72,15 @@ def all_cases():
     return cases
 
 
+def translation_cases():
+    """The translation networks' configurations (``--translation``): both tasks, 32 and 256 px, every dtype
+    and layout, batch 1 (the papers') and 16."""
+    return [dict(model=model, resolution=res, channels=3, dtype=dtype, layout=layout, batch=batch,
+                 loss="ns" if model == "pix2pix" else "lsgan")
+            for model, res, dtype, layout, batch in itertools.product(
+                ("pix2pix", "cyclegan"), (32, 256), DTYPES, ("nchw", "channels_last"), (1, 16))]
+
+
 def representative_cases():
     """What CI compiles: every kernel, both layouts, the RGB image ends, planes and rows, reductions."""
     return [
@@ -87,6 +98,8 @@ def case_id(case: dict) -> str:
 
 def record_case(case: dict):
     """Launches of one training step (D update, then G update on the same fake batch) and of sampling."""
+    if case["model"] in ("pix2pix", "cyclegan"):
+        return record_translation_case(case)
     amp = DTYPES[case["dtype"]]
     with FakeTensorMode(allow_non_fake_inputs=True), K.record_launches() as rec:
         if case["model"] == "mlp":
@@ -113,6 +126,49 @@ def record_case(case: dict):
         G.eval()
         with torch.no_grad(), autocast:
             G(z)
+    return rec.launches
+
+
+def _channels_last(tensors, *modules):
+    """Fake parameters and tensors in channels_last (``.to()`` cannot swap fake parameters)."""
+    for p in itertools.chain(*(m.parameters() for m in modules)):
+        if p.ndim == 4:
+            p.data = p.data.contiguous(memory_format=torch.channels_last)
+    return [t.contiguous(memory_format=torch.channels_last) for t in tensors]
+
+
+def record_translation_case(case: dict):
+    """Launches of a pix2pix step (U-Net G, PatchGAN D on input + output) or one CycleGAN generator's share of its
+    step (ResNet G_AB, cycle through a second ResNet, PatchGAN D_B), then translation in eval mode."""
+    amp = DTYPES[case["dtype"]]
+    res, ch, n, kind = case["resolution"], case["channels"], case["batch"], case["loss"]
+    with FakeTensorMode(allow_non_fake_inputs=True), K.record_launches() as rec:
+        if case["model"] == "pix2pix":
+            G, D = UNetGenerator(ch, ch, res, width=64), PatchDiscriminator(2 * ch, width=64, n_layers=3)
+            nets = (G, D)
+        else:
+            G, back = ResnetGenerator(ch, ch, width=64, n_blocks=9 if res >= 256 else 6), \
+                ResnetGenerator(ch, ch, width=64, n_blocks=9 if res >= 256 else 6)
+            D = PatchDiscriminator(ch, width=64, n_layers=3)
+            nets = (G, back, D)
+        a, b = torch.randn(n, ch, res, res), torch.randn(n, ch, res, res)
+        if case["layout"] == "channels_last":
+            a, b = _channels_last((a, b), *nets)
+        paired = case["model"] == "pix2pix"
+        judge = (lambda x, y: D(torch.cat([x, y], 1))) if paired else (lambda x, y: D(y))
+        autocast = torch.autocast("cpu", dtype=amp) if amp is not None else contextlib.nullcontext()
+        with autocast:
+            fake = G(a)
+            g_loss = K.gan_loss(judge(a, fake), True, kind) + (fake - b).abs().mean()
+            if not paired:
+                g_loss = g_loss + (back(fake) - a).abs().mean()
+        g_loss.backward()
+        with autocast:
+            d_loss = K.gan_loss(judge(a, b), True, kind) + K.gan_loss(judge(a, fake.detach()), False, kind)
+        d_loss.backward()
+        G.eval()
+        with torch.no_grad(), autocast:
+            G(a)
     return rec.launches
 
 
@@ -251,6 +307,8 @@ def run(cases, targets, workers):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--all", action="store_true", help="every recorded case (default: the representative set)")
+    p.add_argument("--translation", action="store_true",
+                   help="the translation networks' cases (pix2pix, CycleGAN) instead")
     p.add_argument("--targets", nargs="+", default=list(TARGETS), choices=list(TARGETS))
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--out", help="write the JSON report here")
@@ -266,7 +324,7 @@ def main(argv=None) -> int:
     if K.TRITON_INTERPRETED:
         print("compile_check: unset TRITON_INTERPRET (the interpreter builds no compilable kernels)")
         return 2
-    cases = all_cases() if args.all else representative_cases()
+    cases = translation_cases() if args.translation else all_cases() if args.all else representative_cases()
     report = run(cases[:args.first], args.targets, args.workers)
     if args.out:
         with open(args.out, "w") as f:

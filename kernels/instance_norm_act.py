@@ -93,7 +93,8 @@ class _Planes:
             self.BLOCK_I = max(1, min(next_pow2(self.I), tile // self.BLOCK_C))
         else:
             self.BLOCK_I = min(next_pow2(self.I), tile)
-            self.BLOCK_C = max(1, min(next_pow2(self.C), tile // self.BLOCK_I))
+            # capped like rows mode: 256 channels of 4x4 planes took 114 registers in the dx pass (sm_90a)
+            self.BLOCK_C = max(1, min(next_pow2(self.C), tile // self.BLOCK_I, TUNING["max_block_c"]))
         self.c_blocks = cdiv(self.C, self.BLOCK_C)
         self.i_blocks = cdiv(self.I, self.BLOCK_I)
         self.big = needs_int64(x.numel())
