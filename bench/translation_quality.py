@@ -1,18 +1,19 @@
 """What pix2pix and CycleGAN learn on the built-in demos, on a CPU in a few minutes (docs/translation.md).
 
-pix2pix on ``edges2photo`` (or ``--set data=grey2colour``): held-out L1, PSNR
-and style FD of the trained U-Net beside the identity baseline (the input
-returned as the output) and beside the same U-Net trained for the same steps
-on the L1 loss alone (same initial weights, data draws and dropout noise,
-same Adam): what the adversarial term adds.
+pix2pix on its default demo ``edges2digits`` (or ``--set data=edges2photo``,
+``grey2colour``): held-out L1, PSNR and style FD of the trained U-Net beside
+the identity baseline (the input returned as the output) and beside the same
+U-Net trained for the same steps on the L1 loss alone (same initial weights,
+data draws and dropout noise, same Adam): what the adversarial term adds.
 
-CycleGAN on ``china2flower``: cycle-reconstruction error and the style
-Fréchet distance (:mod:`fastgan.metrics.translation`) of translated held-out
-images to the target domain, both directions, before and after training.
+CycleGAN on its default demo ``digits2bold`` (or ``--set data=china2flower``):
+cycle-reconstruction error and the style Fréchet distance
+(:mod:`fastgan.metrics.translation`) of translated held-out images to the
+target domain, both directions, before and after training.
 
-    python bench/translation_quality.py pix2pix --out bench/results/translation-pix2pix.json \
-        --grid docs/translation_pix2pix.png
-    python bench/translation_quality.py cyclegan --out bench/results/translation-cyclegan.json \
+    python bench/translation_quality.py pix2pix --seeds 2 --out bench/results/translation-pix2pix-edges2digits.json \
+        --grid docs/translation_pix2pix_digits.png
+    python bench/translation_quality.py cyclegan --seeds 2 --out bench/results/translation-cyclegan-digits2bold.json \
         --grid docs/translation_cyclegan.png
 
 Quality is counted in steps, so the figures do not depend on the machine's
