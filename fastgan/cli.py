@@ -16,33 +16,12 @@ import dataclasses
 import json
 import os
 import sys
-import typing
-import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .cli_common import EXIT_ABORTED, EXIT_ERROR, EXIT_STOPPED, add_config_flags, announce_start, fit_to_end
 from .config import TrainConfig
 from .errors import ConfigError, FastGANError, storage_error
-
-# Exit statuses (docs/run-folder.md): 0 done; 2 an error the user can fix (one line); 3 training stopped
-# early by Ctrl-C or SIGTERM after saving a checkpoint (rerun to continue); 130 aborted by a second Ctrl-C.
-EXIT_ERROR = 2
-EXIT_STOPPED = 3
-EXIT_ABORTED = 130
-
-
-def _add_config_flags(p: argparse.ArgumentParser, cls: type = TrainConfig) -> None:
-    hints = typing.get_type_hints(cls)
-    defaults = cls()
-    for f in dataclasses.fields(cls):
-        t = hints[f.name]
-        base = typing.get_args(t)[0] if typing.get_origin(t) is typing.Union else t
-        d = getattr(defaults, f.name)
-        h = f"{f.metadata['help']} (default: {'auto' if d is None else d})".replace("%", "%%")
-        if base is bool:
-            p.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=h)
-        else:
-            p.add_argument(f"--{f.name}", type=base, default=argparse.SUPPRESS, metavar=f.name.upper(), help=h)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a GAN. Rerunning on an existing --out continues that run; "
                                    "flags given then override its saved config. For image-to-image translation: "
                                    "fastgan train --task pix2pix|cyclegan (its own flags: add --help).")
-    _add_config_flags(t)
+    add_config_flags(t)
 
     s = sub.add_parser("sample", help="generate samples from a run or an exported ONNX generator")
     src = s.add_mutually_exclusive_group(required=True)
@@ -126,46 +105,6 @@ def _cpu_threads(trainer):
     return adaptive if adaptive.active else None
 
 
-def _announce_start(trainer, out: str, saved: Optional[dict], say=print) -> None:
-    """Say on stderr whether ``fastgan train`` continues a run or starts one over.
-
-    Args:
-        trainer: the Trainer built for the run (resumed from its newest checkpoint if any).
-        out: the run folder as given.
-        saved: the folder's saved config, or ``None`` for a new run.
-        say: ``print``, or a silent stand-in on the ranks other than 0 under torchrun.
-    """
-    if trainer.step > 0:
-        say(f"fastgan: continuing run '{out}' from step {trainer.step}", file=sys.stderr)
-    elif saved is not None:
-        say(f"fastgan: run '{out}' holds no checkpoint: starting it over with its saved config "
-            "(an old metrics.jsonl is kept as metrics.jsonl.N)", file=sys.stderr)
-
-
-def _fit_to_end(trainer, out: str, say=print) -> bool:
-    """``trainer.fit()``; False (after saying so on stderr) when Ctrl-C or SIGTERM stopped it early.
-
-    Args:
-        trainer: the Trainer to run.
-        out: the run folder as given.
-        say: ``print``, or a silent stand-in on the ranks other than 0 under torchrun.
-    """
-    if trainer.step >= trainer.cfg.steps:
-        say(f"fastgan: run '{out}' already reached step {trainer.step} (raise --steps to train more)",
-            file=sys.stderr)
-    with warnings.catch_warnings():   # the line below says it, with the exit status
-        warnings.filterwarnings("ignore", message="training stopped by")
-        trainer.fit()
-    if trainer.cpu_threads is not None and trainer.cpu_threads.switches:
-        say("fastgan: other programs kept the CPU busy: trained on one thread while they did "
-            "(OMP_NUM_THREADS=N fixes the count)", file=sys.stderr)
-    if trainer.stopped_by and trainer.step < trainer.cfg.steps:
-        say(f"fastgan: stopped by {trainer.stopped_by} at step {trainer.step} of {trainer.cfg.steps}; checkpoint "
-            f"saved: rerun the same command to continue", file=sys.stderr)
-        return False
-    return True
-
-
 def _train(args: argparse.Namespace) -> int:
     from .checkpoint import read_run_config
     from .distributed import env_rank
@@ -184,13 +123,13 @@ def _train(args: argparse.Namespace) -> int:
     else:
         cfg = TrainConfig(**given)
     trainer = Trainer(cfg)   # takes the run folder's lock to resume: a folder in use is refused here
-    _announce_start(trainer, out, saved, say)
+    announce_start(trainer, out, saved, say)
     trainer.cpu_threads = _cpu_threads(trainer)
     plan = trainer.engine.plan
     say(f"fastgan: {plan.summary()}", file=sys.stderr)
     for note in plan.notes if plan.world_size > 1 else ():  # e.g. why fast runs eager steps with gloo
         say(f"fastgan: {note}", file=sys.stderr)
-    if not _fit_to_end(trainer, out, say):
+    if not fit_to_end(trainer, out, say):
         return EXIT_STOPPED
     last = next((h for h in reversed(trainer.history) if "d_loss" in h), None)
     summary = f"trained to step {trainer.step}; run folder: {trainer.run_dir}"

@@ -41,7 +41,7 @@ from .files import atomic_write
 from .loop_checkpoints import CheckpointLoop
 from .metrics import plot_history
 from .run_folder import RunLock, rewind_metrics
-from .tasks import NoiseToImage, Step, Task
+from .tasks import NoiseToImage, Step, Task, task_for
 from .tensorboard_log import TensorBoardLog, require_tensorboard
 
 
@@ -69,9 +69,9 @@ class Trainer(CheckpointLoop):
             :class:`fastgan.engine.EngineOptions`).
         task: another model family: called as ``task(cfg, engine, **given)``
             (``given``: those of data, generator, discriminator that are not
-            None) and returning a :class:`~fastgan.tasks.Task`; default: the
-            config's ``default_task()`` when it has one (a ``TranslationConfig``:
-            pix2pix or CycleGAN), else :class:`~fastgan.tasks.NoiseToImage`.
+            None) and returning a :class:`~fastgan.tasks.Task`; default:
+            :func:`fastgan.tasks.task_for` (a ``TranslationConfig``'s pix2pix or
+            CycleGAN, else :class:`~fastgan.tasks.NoiseToImage`).
         distributed: train data-parallel (True), alone (False), or decide from
             the environment (None: data-parallel under torchrun with more than
             one process, or when a process group is already set up). Every
@@ -101,8 +101,7 @@ class Trainer(CheckpointLoop):
             raise ConfigError(f"out {str(self.run_dir)!r} exists and is not a folder")
         given = {k: v for k, v in dict(data=data, generator=generator, discriminator=discriminator).items()
                  if v is not None}
-        # a config may name its own task (TranslationConfig: pix2pix or CycleGAN)
-        task = task or (cfg.default_task() if hasattr(cfg, "default_task") else NoiseToImage)
+        task = task or task_for(cfg)   # a TranslationConfig names its own: pix2pix or CycleGAN
         self.task: Task = task(cfg, self.engine, **given)
         self._check_data_parallel()
         self.stats = self.task.stats

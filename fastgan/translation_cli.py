@@ -42,13 +42,13 @@ def wants_translation(argv: Sequence[str]) -> bool:
 
 def train_parser() -> argparse.ArgumentParser:
     """The parser of ``fastgan train --task pix2pix|cyclegan``."""
-    from .cli import _add_config_flags
+    from .cli_common import add_config_flags
     from .tasks.translation import TranslationConfig
 
     p = argparse.ArgumentParser(prog="fastgan train --task pix2pix|cyclegan",
                                 description="Train an image-to-image translation model (docs/translation.md). "
                                             "Rerunning on an existing --out continues that run.")
-    _add_config_flags(p, TranslationConfig)
+    add_config_flags(p, TranslationConfig)
     return p
 
 
@@ -59,7 +59,7 @@ def train_main(argv: Sequence[str]) -> int:
         argv: the arguments after ``train``.
     """
     from .checkpoint import read_run_config
-    from .cli import EXIT_STOPPED, _announce_start, _fit_to_end
+    from .cli_common import EXIT_STOPPED, announce_start, fit_to_end
     from .tasks.translation import TranslationConfig
     from .train import Trainer
 
@@ -71,9 +71,9 @@ def train_main(argv: Sequence[str]) -> int:
     else:
         cfg = TranslationConfig(**given)
     trainer = Trainer(cfg)   # takes the run folder's lock to resume: a folder in use is refused here
-    _announce_start(trainer, out, saved)
+    announce_start(trainer, out, saved)
     print(f"fastgan: {trainer.cfg.task} on {trainer.data!r}; {trainer.engine.plan.summary()}", file=sys.stderr)
-    if not _fit_to_end(trainer, out):
+    if not fit_to_end(trainer, out):
         return EXIT_STOPPED
     last = next((h for h in reversed(trainer.history) if "eval" in h), None)
     summary = f"trained to step {trainer.step}; run folder: {trainer.run_dir}"
@@ -114,7 +114,9 @@ def translate_main(args: argparse.Namespace) -> int:
     """
     from .translator import translate
 
-    written = translate(args.onnx or args.run, args.input, args.out, direction=args.direction,
+    if args.onnx:
+        from .export import OnnxTranslator
+    written = translate(OnnxTranslator(args.onnx) if args.onnx else args.run, args.input, args.out, direction=args.direction,
                         resolution=args.resolution, device=args.device, batch_size=args.batch_size)
     print(f"translated {len(written)} image{'s' if len(written) != 1 else ''} into {args.out}")
     return 0

@@ -175,8 +175,9 @@ def translate(source: PathLike, inputs: Union[PathLike, Sequence[PathLike]], out
     """Translate image files with a run's generator or an exported ONNX file; write one PNG per input.
 
     Args:
-        source: a translation run folder (or checkpoint folder), or an ``.onnx`` file
-            written by ``fastgan export`` (run with ONNX Runtime).
+        source: a translation run folder (or checkpoint folder), or an
+            :class:`fastgan.export.OnnxTranslator` opened on a file written by ``fastgan export``
+            (so that the core never imports the export package).
         inputs: an image file, a folder of images (searched recursively), or a list of files.
         out: the output folder (created); outputs keep the inputs' names (``.png``).
         direction: ``AtoB`` or ``BtoA`` (CycleGAN runs); ``None``: ``AtoB`` for a run, the
@@ -196,14 +197,14 @@ def translate(source: PathLike, inputs: Union[PathLike, Sequence[PathLike]], out
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"out '{out}' exists and is not a folder")
-    if str(source).lower().endswith(".onnx"):
-        from .export.translator import OnnxTranslator
-
-        model = OnnxTranslator(source)
-        if direction not in (None, model.direction):
-            raise ConfigError(f"'{source}' holds the {model.direction} generator, not {direction}")
-        run = model.run
-        res, channels, multiple = resolution or model.resolution, model.in_channels, model.size_multiple
+    if hasattr(source, "run") and hasattr(source, "size_multiple"):   # an OnnxTranslator
+        if direction not in (None, source.direction):
+            raise ConfigError(f"'{source.path}' holds the {source.direction} generator, not {direction}")
+        run = source.run
+        res, channels, multiple = resolution or source.resolution, source.in_channels, source.size_multiple
+    elif str(source).lower().endswith(".onnx"):
+        raise ConfigError(f"open an ONNX file first: fastgan.translate(fastgan.export.OnnxTranslator({str(source)!r}), "
+                          "...)")
     else:
         G = load_translator(source, direction or "AtoB", device)
         res, channels, multiple = resolution or G.resolution, G.in_channels, G.size_multiple

@@ -58,10 +58,10 @@ def test_cli_ctrl_c_stops_with_status_3_and_the_run_continues(tmp_path, capsys, 
     import os
     import signal
 
-    import fastgan.cli as cli_mod
+    import fastgan.cli_common as cli_mod
     from fastgan.cli import EXIT_STOPPED
 
-    real = cli_mod._announce_start
+    real = cli_mod.announce_start
 
     def arm(trainer, out, saved):   # the CLI builds the Trainer: a Ctrl-C after its first step
         after = trainer.task.after_iteration
@@ -72,11 +72,11 @@ def test_cli_ctrl_c_stops_with_status_3_and_the_run_continues(tmp_path, capsys, 
                 os.kill(os.getpid(), signal.SIGINT)
         trainer.task.after_iteration = hook
         real(trainer, out, saved)
-    monkeypatch.setattr(cli_mod, "_announce_start", arm)
+    monkeypatch.setattr(cli_mod, "announce_start", arm)
     cfg = tiny_config(tmp_path, "pix2pix", steps=3, ckpt_every=0)
     assert main(["train", *flags(cfg)]) == EXIT_STOPPED
     assert "stopped by SIGINT at step 1 of 3" in capsys.readouterr().err
-    monkeypatch.setattr(cli_mod, "_announce_start", real)
+    monkeypatch.setattr(cli_mod, "announce_start", real)
     assert main(["train", "--out", cfg.out, "--no-progress"]) == 0
     captured = capsys.readouterr()
     assert "continuing run" in captured.err and "from step 1" in captured.err and "trained to step 3" in captured.out
@@ -120,3 +120,5 @@ def test_translate_refuses_bad_inputs(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match="cannot read image"):
         fastgan.translate(cfg.out, tmp_path / "bad.png", tmp_path / "o")
+    with pytest.raises(fastgan.ConfigError, match="open an ONNX file first"):
+        fastgan.translate(str(tmp_path / "G.onnx"), cfg.data, tmp_path / "o")

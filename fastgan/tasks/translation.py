@@ -175,13 +175,6 @@ class TranslationConfig:
         c.pool_size = (50 if c.task == "cyclegan" else 0) if c.pool_size is None else c.pool_size
         return c.validate()
 
-    def default_task(self):
-        """The :class:`~fastgan.tasks.Task` class that trains this config (what :class:`fastgan.Trainer` builds)."""
-        from .cyclegan import CycleGAN
-        from .pix2pix import Pix2Pix
-
-        return Pix2Pix if self.task == "pix2pix" else CycleGAN
-
     # ------------------------------------------------------------------ what the loop uses
     def lr_factor(self, step: int, steps: Optional[int] = None) -> float:
         """Learning-rate multiplier for iteration ``step``: the schedule of :meth:`TrainConfig.lr_factor`.
