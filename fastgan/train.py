@@ -41,7 +41,7 @@ from .files import atomic_write
 from .loop_checkpoints import CheckpointLoop
 from .metrics import plot_history
 from .run_folder import RunLock, rewind_metrics
-from .tasks import NoiseToImage, Step, Task, task_for
+from .tasks import Step, Task, task_for
 from .tensorboard_log import TensorBoardLog, require_tensorboard
 
 
