@@ -228,7 +228,7 @@ def is_translation_config(d: dict[str, Any]) -> bool:
     Args:
         d: the config dict.
     """
-    return d.get("task") in TASKS
+    return isinstance(d, dict) and d.get("task") in TASKS   # anything else: the noise-to-image path reports it
 
 
 # ---------------------------------------------------------------------------- the shared task
