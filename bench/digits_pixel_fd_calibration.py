@@ -7,10 +7,11 @@ digits, pixels 0..16), so a generator's figure can be read:
   over ``--splits`` random splits: the noise floor of two real samples;
 - ``one_class``: each class alone against all the digits (a generator that
   collapsed onto one digit);
-- ``loader``: the images fastgan trains on (``load_data("digits", resolution=R)``,
-  uint8 in [-1, 1]) mapped back to 8x8: all of them, and 1,000 drawn without
-  replacement over ``--splits`` draws (what a generator that reproduced its
-  training images exactly would score with ``--n 1000``).
+- ``loader``: the images fastgan trains on (``load_data("digits", resolution=R,
+  digits_upscale=U)``, uint8 in [-1, 1]) mapped back to 8x8, for both upscalings:
+  all of them, and 1,000 drawn without replacement over ``--splits`` draws (what
+  a generator that reproduced its training images exactly would score with
+  ``--n 1000``).
 
     python bench/digits_pixel_fd_calibration.py --out bench/results/digits-pixel-fd-calibration.json
 """
@@ -40,6 +41,7 @@ def main(argv=None) -> int:
 
     from fastgan.benchmark import environment, write_results
     from fastgan.benchmark_telemetry import Telemetry
+    from fastgan.config import DIGITS_UPSCALES
     from fastgan.data import load_data
     from fastgan.metrics import native_digits, pixel_frechet_distance, to_native_pixels
     from fastgan.metrics.fid import frechet_distance
@@ -53,12 +55,15 @@ def main(argv=None) -> int:
     one_class = {str(c): frechet_distance(x, x[y == c]) for c in range(10)}
     loader = {}
     for r in args.resolutions:
-        images = load_data("digits", resolution=r).images.float() / 127.5 - 1.0     # what the Trainer samples
-        drawn = [pixel_frechet_distance(images[torch.randperm(len(images), generator=g)[:args.n]])
-                 for _ in range(args.splits)]
-        err = (to_native_pixels(images) - x).abs()
-        loader[str(r)] = {"all": pixel_frechet_distance(images), f"drawn_{args.n}": _summary(drawn),
-                          "mean_abs_pixel_error": float(err.mean()), "max_abs_pixel_error": float(err.max())}
+        for upscale in DIGITS_UPSCALES:
+            images = load_data("digits", resolution=r, digits_upscale=upscale).images.float() / 127.5 - 1.0
+            drawn = [pixel_frechet_distance(images[torch.randperm(len(images), generator=g)[:args.n]])
+                     for _ in range(args.splits)]
+            err = (to_native_pixels(images) - x).abs()
+            loader[f"{r}_{upscale}"] = {
+                "resolution": r, "digits_upscale": upscale, "all": pixel_frechet_distance(images),
+                f"drawn_{args.n}": _summary(drawn), "mean_abs_pixel_error": float(err.mean()),
+                "max_abs_pixel_error": float(err.max())}
     result = {
         "reference": "all 1,797 scikit-learn digits, 8x8, pixels 0..16",
         "halves": _summary(halves),
@@ -70,10 +75,10 @@ def main(argv=None) -> int:
     print(f"disjoint halves: {result['halves']['mean']:.1f} +- {result['halves']['sd']:.1f} "
           f"(min {result['halves']['min']:.1f}, max {result['halves']['max']:.1f}; {args.splits} splits)")
     print("one class vs all: " + ", ".join(f"{c}: {v:.0f}" for c, v in one_class.items()))
-    for r, v in loader.items():
+    for v in loader.values():
         d = v[f"drawn_{args.n}"]
-        print(f"loader at {r} px: all {v['all']:.2f}; {args.n} drawn {d['mean']:.2f} +- {d['sd']:.2f}; "
-              f"mean |pixel error| {v['mean_abs_pixel_error']:.3f} of 16")
+        print(f"loader at {v['resolution']} px, {v['digits_upscale']}: all {v['all']:.2f}; {args.n} drawn "
+              f"{d['mean']:.2f} +- {d['sd']:.2f}; mean |pixel error| {v['mean_abs_pixel_error']:.3f} of 16")
     if args.out:
         write_results(result, args.out)
     return 0

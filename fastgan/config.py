@@ -26,12 +26,31 @@ AUGMENTS = ("color", "translation", "cutout", "flip", "rot90", "scale")
 BUILTIN_DATASETS = ("digits", "stacked_digits", "grid25", "ring8")
 POINT_DATASETS = ("grid25", "ring8")
 
-# Fields that fix the shapes of the networks and their optimiser state: a
-# checkpoint can only be resumed by a config that agrees on all of them.
+DIGITS_UPSCALES = ("block", "bicubic")
+# A saved config that lacks a field (written before the field existed) gets the value that reproduces
+# what that run did, so continuing it keeps training on the same data.
+_LEGACY_VALUES = {"digits": {"digits_upscale": "bicubic"}}
+
+# Fields that fix the shapes of the networks and their optimiser state, or the
+# training images: a checkpoint can only be resumed by a config that agrees on all of them.
 ARCH_FIELDS = (
     "data", "resolution", "z_dim", "g_width", "d_width", "g_depth", "d_depth",
-    "conditional", "spectral_norm", "pack", "mbstd", "ema_decay", "loss",
+    "conditional", "spectral_norm", "pack", "mbstd", "ema_decay", "loss", "digits_upscale",
 )
+
+
+def with_legacy_values(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config with the values older code used for the fields it lacks.
+
+    A run of the built-in ``digits`` saved before ``digits_upscale`` existed
+    trained on the plain bicubic images, so it gets ``digits_upscale="bicubic"``.
+
+    Args:
+        saved: a saved config (``config.json`` or a checkpoint's, as a dict);
+            a missing ``data`` is the default ``digits``.
+    """
+    data = saved.get("data", "digits")
+    return {**(_LEGACY_VALUES.get(data, {}) if isinstance(data, str) else {}), **saved}
 
 
 def _field(default: Any, help: str) -> Any:
@@ -58,6 +77,10 @@ class TrainConfig:
     seed: int = _field(0, "seed of every random draw (init, data order, noise, augmentation).")
     resolution: Optional[int] = _field(None, "image side in pixels (16, 32, 64 or 128); ``None`` picks 16 for "
                                        "the built-in digits and 64 for folders. Ignored for 2-D data.")
+    digits_upscale: Optional[str] = _field(None, "how the built-in ``digits`` reach ``resolution`` from 8x8: "
+                                           "``block`` (bicubic, each block shifted to keep its pixel's mean, "
+                                           "so an image averaged back to 8x8 is the real digit) or ``bicubic`` "
+                                           "(plain, as runs saved before this field); ``None``: ``block``.")
     z_dim: Optional[int] = _field(None, "latent size; ``None`` picks 100 for images, 2 for 2-D data.")
     g_width: Optional[int] = _field(None, "generator width (channels of its last hidden layer, or hidden units "
                                     "of the MLP); ``None`` picks a default per data kind.")
@@ -146,6 +169,8 @@ class TrainConfig:
         need(self.resolution is None or self.resolution in RESOLUTIONS,
              f"resolution {self.resolution} is not supported; choose one of "
              f"{', '.join(map(str, RESOLUTIONS))}")
+        need(self.digits_upscale is None or self.digits_upscale in DIGITS_UPSCALES,
+             f"unknown digits_upscale {self.digits_upscale!r}; choose one of {', '.join(DIGITS_UPSCALES)}")
         need(self.ema_decay is None or 0.0 <= self.ema_decay < 1.0,
              f"ema_decay must be in [0, 1), got {self.ema_decay}")
         need(0.0 <= self.augment_p <= 1.0, f"augment_p must be in [0, 1], got {self.augment_p}")
@@ -230,6 +255,8 @@ class TrainConfig:
             builtin = c.data in BUILTIN_DATASETS
             # 16 px for the built-in 8x8 digits keeps the CPU demo short (docs/defaults.md)
             c.resolution = c.resolution or (16 if builtin else 64)
+            if c.data == "digits":
+                c.digits_upscale = c.digits_upscale or DIGITS_UPSCALES[0]
             c.z_dim = c.z_dim or 100
             c.g_width = c.g_width or (32 if builtin else 64)
             c.d_width = c.d_width or (32 if builtin else 64)
@@ -260,17 +287,24 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        """Build a config from a dict, rejecting unknown keys with a clear error."""
+        """Build a config from a dict (a saved one), rejecting unknown keys with a clear error.
+
+        A field missing from a saved config of the built-in ``digits`` takes the
+        value that reproduces what older code did (``digits_upscale="bicubic"``).
+
+        Args:
+            d: field: value pairs (``config.json`` as a dict).
+        """
         if not isinstance(d, dict):
             raise ConfigError(f"a config must be a JSON object of field: value pairs, got a {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
-        return cls(**d)
+        return cls(**with_legacy_values(d))
 
     def arch_hash(self) -> str:
-        """Short hash of the fields that fix network shapes (stored in exports)."""
+        """Short hash of :data:`ARCH_FIELDS` (network shapes and training images)."""
         blob = json.dumps({k: getattr(self, k) for k in ARCH_FIELDS}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

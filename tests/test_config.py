@@ -1,6 +1,9 @@
+import dataclasses
+
 import pytest
 
 from fastgan import ConfigError, TrainConfig
+from fastgan.config import with_legacy_values
 
 
 @pytest.mark.parametrize("kw, needle", [
@@ -107,3 +110,23 @@ def test_a_field_without_help_is_refused_when_documenting():
 
     with pytest.raises(TypeError, match="Partial.b has no help"):
         _document_fields(Partial)
+
+
+def test_a_saved_digits_config_without_digits_upscale_keeps_the_plain_bicubic():
+    saved = TrainConfig(data="digits").resolved().to_dict()
+    assert TrainConfig.from_dict(saved).digits_upscale == "block"
+    del saved["digits_upscale"]                      # written before the field existed
+    assert TrainConfig.from_dict(saved).digits_upscale == "bicubic"
+    assert TrainConfig.from_dict({"data": "grid25"}).digits_upscale is None
+    with pytest.raises(ConfigError, match="unknown digits_upscale 'nearest'; choose one of block, bicubic"):
+        TrainConfig(digits_upscale="nearest").validate()
+
+
+def test_digits_upscale_is_part_of_the_architecture_and_data_fields():
+    block, plain = TrainConfig().resolved(), TrainConfig(digits_upscale="bicubic").resolved()
+    assert block.incompatible_with(plain) == ["digits_upscale"]          # a resume cannot switch the images
+    assert block.arch_hash() != plain.arch_hash()
+    assert with_legacy_values({"data": ["digits"]}) == {"data": ["digits"]}   # junk data: nothing added
+    assert with_legacy_values({"data": "digits", "digits_upscale": "block"})["digits_upscale"] == "block"
+    assert "block" in {f.name: f.metadata["help"] for f in dataclasses.fields(TrainConfig)}["digits_upscale"]
+

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fastgan.data import GanData, load_data
+from fastgan.data import _digits, _keep_block_means, GanData, load_data
 from fastgan.errors import ConfigError, DataError
 
 
@@ -203,12 +203,41 @@ def test_stacked_digits():
     c = load_data("stacked_digits", resolution=16, seed=2)
     assert torch.equal(a.images, b.images) and not torch.equal(a.images, c.images)
     # each channel is a digit whose class is the matching decimal digit of the label
-    digits = load_data("digits", resolution=16)
+    digits, _ = _digits(16, block_means=False)             # stacked digits keep the plain bicubic upscaling
+    labels = load_data("digits", resolution=16).labels
     for i in range(5):
         lab = int(a.labels[i])
         for ch, cls in enumerate((lab // 100, lab // 10 % 10, lab % 10)):
-            match = (digits.images[:, 0] == a.images[i, ch]).flatten(1).all(1)
-            assert cls in digits.labels[match].tolist()
+            match = (digits[:, 0] == a.images[i, ch]).flatten(1).all(1)
+            assert cls in labels[match].tolist()
+
+
+@pytest.mark.parametrize("resolution", [16, 32, 64])
+def test_digits_average_back_to_the_real_digits(resolution):
+    from fastgan.metrics import native_digits, to_native_pixels
+
+    real, _ = native_digits()
+    images = load_data("digits", resolution=resolution).images.float() / 127.5 - 1
+    assert (to_native_pixels(images) - real).abs().max() < 0.05          # of 16; plain bicubic: 3.8
+    plain, _ = _digits(resolution, block_means=False)
+    assert torch.equal(load_data("digits", resolution=resolution, digits_upscale="bicubic").images, plain)
+    assert (to_native_pixels(plain.float() / 127.5 - 1) - real).abs().max() > 1.0
+    # the shifts keep the bicubic look: pixels move by 4-5% of the range on average (a 2-level image, 50%)
+    assert (images - (plain.float() / 127.5 - 1)).abs().mean() < 0.12
+
+
+def test_unknown_digits_upscale():
+    with pytest.raises(ConfigError, match="unknown digits_upscale 'area'"):
+        load_data("digits", digits_upscale="area")
+
+
+def test_keep_block_means_saturated_and_random_blocks():
+    small = torch.tensor([[[[0.0, 1.0], [0.5, 0.25]]]])                  # (1, 1, 2, 2)
+    up = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 1.4 - 0.2
+    out = _keep_block_means(up, small)
+    assert out.min() >= 0 and out.max() <= 1
+    assert torch.allclose(torch.nn.functional.avg_pool2d(out, 4), small, atol=1e-4)
+    assert out[..., :4, :4].max() < 1e-4 and out[..., :4, 4:].min() > 1 - 1e-4   # black and white blocks
 
 
 @pytest.mark.parametrize("name,k,std,spacing", [("grid25", 25, 0.05, 2.0), ("ring8", 8, 0.01, 0.7)])

@@ -95,3 +95,31 @@ def test_in_evaluate_and_the_cli(tmp_path, capsys):
     G = fastgan.load_generator(tmp_path / "run")
     assert saved["pixel_fd"] == pytest.approx(evaluate(G, digits, ["pixel_fd"], n=50)["pixel_fd"], rel=1e-9)
     assert "pixel_fd" in capsys.readouterr().out
+
+
+def test_eval_compares_a_run_with_the_digits_it_was_trained_on(tmp_path, monkeypatch):
+    import shutil
+    from pathlib import Path
+
+    import fastgan.data
+
+    asked = []
+
+    def spy(spec, **kw):
+        asked.append(kw.get("digits_upscale"))
+        raise DataError("stop here")
+
+    monkeypatch.setattr(fastgan.data, "load_data", spy)
+    old = tmp_path / "old"   # saved before digits_upscale existed: trained on plain bicubic images
+    shutil.copytree(Path(__file__).parent / "fixtures" / "old_run_digits", old)
+    new = tmp_path / "new"
+    cfg = json.loads((old / "config.json").read_text())
+    (new / "checkpoints").mkdir(parents=True)
+    shutil.copytree(old / "checkpoints", new / "checkpoints", dirs_exist_ok=True)
+    (new / "config.json").write_text(json.dumps(dict(cfg, digits_upscale="block")))
+    for run in (old, new):
+        with pytest.raises(DataError, match="stop here"):
+            evaluate_cli(str(run), metrics="pixel_fd")
+    with pytest.raises(DataError, match="stop here"):
+        evaluate_cli(str(old), metrics="pixel_fd", data="stacked_digits")   # other data: its own images
+    assert asked == ["bicubic", "block", "block"]

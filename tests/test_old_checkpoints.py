@@ -31,6 +31,15 @@ def _copy_run(case: str, tmp_path: Path) -> Path:
     return run
 
 
+def _assert_tensors_as_the_old_code(run: Path, ref: dict) -> None:
+    nets, _ = read_models(latest_checkpoint(run))
+    got = {f"{net}.{k}": tensor_sha256(v) for net, sd in nets.items() for k, v in sd.items()}
+    got["stats"] = tensor_sha256(read_state(latest_checkpoint(run))["stats"])  # the saved loss-buffer layout
+    assert sorted(got) == sorted(ref["tensors"])
+    differ = [k for k in ref["tensors"] if got[k] != ref["tensors"][k]]
+    assert not differ, f"{len(differ)} tensors differ from the old code's, e.g. {differ[:3]}"
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_old_checkpoint_resumes_bit_exactly(case, tmp_path, one_thread):
     run = _copy_run(case, tmp_path)
@@ -38,14 +47,11 @@ def test_old_checkpoint_resumes_bit_exactly(case, tmp_path, one_thread):
     saved = json.loads((run / "config.json").read_text())
     tr = Trainer(TrainConfig.from_dict(dict(saved, out=str(run), steps=FULL)))  # as `fastgan train --steps 8`
     assert tr.step == PART
+    # saved before digits_upscale existed: the digits keep their plain bicubic upscaling
+    assert tr.cfg.digits_upscale == ("bicubic" if saved["data"] == "digits" else None)
     tr.fit()
     assert tr.step == ref["step"] == FULL
-    nets, _ = read_models(latest_checkpoint(run))
-    got = {f"{net}.{k}": tensor_sha256(v) for net, sd in nets.items() for k, v in sd.items()}
-    got["stats"] = tensor_sha256(read_state(latest_checkpoint(run))["stats"])  # the saved loss-buffer layout
-    assert sorted(got) == sorted(ref["tensors"])
-    differ = [k for k in ref["tensors"] if got[k] != ref["tensors"][k]]
-    assert not differ, f"{len(differ)} tensors differ from the old code's, e.g. {differ[:3]}"
+    _assert_tensors_as_the_old_code(run, ref)
     logged = [{k: r[k] for k in r if k not in ("time", "step_time_ms", "images_per_s")}
               for r in tr.history if "d_loss" in r and r["step"] > PART]
     assert logged == ref["logged"]
@@ -56,3 +62,14 @@ def test_old_checkpoint_loads_as_a_generator(tmp_path):
     assert G.num_classes == 10 and tuple(G.out_shape) == (1, 16, 16)
     x = G(torch.randn(3, G.z_dim), torch.tensor([0, 1, 2]))
     assert x.shape == (3, 1, 16, 16) and torch.isfinite(x).all()
+
+
+def test_old_digits_run_continues_from_the_command_line_on_its_own_settings(tmp_path, one_thread):
+    from fastgan.cli import main
+
+    run = _copy_run("digits_bn", tmp_path)    # saved with DCGAN's settings, before digits had their own
+    assert main(["train", "--data", "digits", "--out", str(run), "--steps", str(FULL)]) == 0
+    cfg = json.loads((run / "config.json").read_text())
+    assert (cfg["steps"], cfg["lr_g"], cfg["beta1"], cfg["r1_gamma"], cfg["digits_upscale"]) == (
+        FULL, 2e-4, 0.5, 0.0, "bicubic")
+    _assert_tensors_as_the_old_code(run, json.loads((FIXTURES / f"old_run_digits_bn_step{FULL}.json").read_text()))

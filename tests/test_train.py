@@ -339,3 +339,12 @@ def test_d_scores_real_and_fake_in_one_pass_only_when_that_changes_nothing(tmp_p
     for a, b in zip(trs[0].G.parameters(), trs[1].G.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(trs[0].stats.buffer, trs[1].stats.buffer, rtol=1e-5, atol=1e-6)
+
+
+def test_a_resumed_run_cannot_switch_its_digits_images(tmp_path):
+    run = tmp_path / "run"
+    Trainer(tiny_images(run, steps=2)).fit()
+    assert json.loads((run / "config.json").read_text())["digits_upscale"] == "block"
+    with pytest.raises(CheckpointError, match=r"digits_upscale \('block' in the checkpoint, 'bicubic' now\)"):
+        Trainer(tiny_images(run, steps=4, digits_upscale="bicubic"))
+    assert Trainer(tiny_images(run, steps=4)).step == 2

@@ -234,7 +234,8 @@ def evaluate(G, data, metrics: Union[None, str, Sequence[str]] = None, n: Option
 
 # ---------------------------------------------------------------------- CLI
 def _load_source(run: str, data_spec: Optional[str]):
-    """(generator, data spec, resolution, default output file) for a run folder, checkpoint folder or .onnx file."""
+    """(generator, data spec, resolution, default output file, saved config) for a run folder, checkpoint
+    folder or .onnx file."""
     p = Path(run)
     if not p.exists():
         raise CheckpointError(f"no run, checkpoint or ONNX file at '{run}'")
@@ -243,7 +244,7 @@ def _load_source(run: str, data_spec: Optional[str]):
 
         G = OnnxGenerator(p, providers="cpu")
         cfg = G.info.train_config or {}
-        return G, data_spec or cfg.get("data"), cfg.get("resolution"), None
+        return G, data_spec or cfg.get("data"), cfg.get("resolution"), None, cfg
     from ..checkpoint import load_generator, read_run_config
 
     G = load_generator(p, device="cpu")
@@ -251,7 +252,7 @@ def _load_source(run: str, data_spec: Optional[str]):
     if not cfg and "config" in getattr(G, "fastgan_metadata", {}):
         cfg = json.loads(G.fastgan_metadata["config"])
     run_dir = p if (p / "config.json").is_file() else p.parent.parent
-    return G, data_spec or cfg.get("data"), cfg.get("resolution"), run_dir / "eval.json"
+    return G, data_spec or cfg.get("data"), cfg.get("resolution"), run_dir / "eval.json", cfg
 
 
 def evaluate_cli(run: str, metrics: str = "", n: Optional[int] = None, seed: int = 0,
@@ -270,15 +271,19 @@ def evaluate_cli(run: str, metrics: str = "", n: Optional[int] = None, seed: int
     Returns:
         The exit status (0).
     """
+    from ..config import DIGITS_UPSCALES, with_legacy_values
     from ..data import load_data
 
-    G, spec, resolution, default_out = _load_source(run, data)
+    G, spec, resolution, default_out, cfg = _load_source(run, data)
     if not spec or spec == "<custom>":
         raise ConfigError(f"'{run}' does not say which data it was trained on; pass --data")
     image_shape = getattr(G, "out_shape", None)
     if image_shape is not None and len(image_shape) == 3:
         resolution = int(image_shape[-1])
-    ref = load_data(spec, resolution=resolution if spec not in ("grid25", "ring8") else None)
+    # the digits as the run was trained on them (a run saved before digits_upscale: plain bicubic)
+    trained_on = with_legacy_values(cfg).get("digits_upscale") if spec == cfg.get("data") else None
+    ref = load_data(spec, resolution=resolution if spec not in ("grid25", "ring8") else None,
+                    digits_upscale=trained_on or DIGITS_UPSCALES[0])
     t0 = time.perf_counter()
     result = evaluate(G, ref, metrics, n=n, seed=seed, device="cpu")
     elapsed = time.perf_counter() - t0

@@ -24,7 +24,7 @@ from torch import nn
 
 from .. import losses
 from ..augment import augment as apply_augment
-from ..config import RESOLUTIONS, TrainConfig
+from ..config import DIGITS_UPSCALES, RESOLUTIONS, TrainConfig
 from ..data import GanData, load_data
 from ..errors import ConfigError
 from ..images import plot_points, save_image_grid
@@ -65,7 +65,8 @@ class NoiseToImage(Task):
             cfg = dataclasses.replace(cfg, data="<custom>")
         spec = data if data is not None else cfg.data
         res = cfg.resolution if (data is not None or cfg.resolution) else cfg.resolved().resolution
-        self.data: GanData = load_data(spec, resolution=res, device=device, seed=cfg.seed)
+        self.data: GanData = load_data(spec, resolution=res, device=device, seed=cfg.seed,
+                                       digits_upscale=cfg.digits_upscale or DIGITS_UPSCALES[0])
         points = self.data.kind == "points"
         if not points and self.data.resolution not in RESOLUTIONS:
             raise ConfigError(f"image resolution {self.data.resolution} is not supported; "
