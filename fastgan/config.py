@@ -27,6 +27,9 @@ BUILTIN_DATASETS = ("digits", "stacked_digits", "grid25", "ring8")
 POINT_DATASETS = ("grid25", "ring8")
 
 DIGITS_UPSCALES = ("block", "bicubic")
+# The built-in digits' own defaults over the image ones: R1 (so D has no batch norm), a 10x learning rate
+# with StyleGAN's betas, and 5,000 steps (docs/quality.md has the runs behind each).
+DIGITS_DEFAULTS = dict(steps=5000, lr_g=2e-3, beta1=0.0, beta2=0.99, r1_gamma=1.0, r1_every=16)
 # A saved config that lacks a field (written before the field existed) gets the value that reproduces
 # what that run did, so continuing it keeps training on the same data.
 _LEGACY_VALUES = {"digits": {"digits_upscale": "bicubic"}}
@@ -70,7 +73,8 @@ class TrainConfig:
                        "``ring8``) or a path to a folder of PNG/JPEG images.")
     out: str = _field("runs/fastgan", "run folder; rerunning on an existing run resumes it.")
     steps: Optional[int] = _field(None, "number of generator updates to train for (in total, across resumes); "
-                                  "``None``: 2,000 for images, 6,000 for 2-D data.")
+                                  "``None``: 2,000 for images, 5,000 for the built-in ``digits``, 6,000 for "
+                                  "2-D data.")
     batch_size: Optional[int] = _field(None, "images (or points) per batch for both D and G: the global "
                                        "batch (under torchrun each of N processes trains batch_size / N); "
                                        "``None``: 64 for images, 512 for 2-D data.")
@@ -90,21 +94,21 @@ class TrainConfig:
     loss: str = _field("ns", "``ns`` (non-saturating logistic / BCE), ``lsgan`` (least squares), ``hinge`` or "
                        "``wgan`` (Wasserstein; use with ``gp_weight``).")
     gp_weight: float = _field(0.0, "WGAN gradient-penalty weight (0 = off).")
-    r1_gamma: Optional[float] = _field(None, "R1 penalty weight on real data (0 = off); ``None``: 0 for images, "
-                                       "0.03 for 2-D data.")
+    r1_gamma: Optional[float] = _field(None, "R1 penalty weight on real data (0 = off; on, D has no batch norm); "
+                                       "``None``: 0 for images, 1 for the built-in ``digits``, 0.03 for 2-D data.")
     r1_every: Optional[int] = _field(None, "apply R1 lazily every this many steps (scaled accordingly); "
                                      "``None``: 16 for images, 4 for 2-D data.")
     lr_g: Optional[float] = _field(None, "generator Adam learning rate; ``None``: 2e-4 for images (DCGAN), "
-                                   "2e-3 for 2-D data.")
+                                   "2e-3 for the built-in ``digits`` and 2-D data.")
     lr_d: Optional[float] = _field(None, "discriminator Adam learning rate; ``None``: as ``lr_g``.")
     lr_decay: Optional[float] = _field(None, "fraction of the run, at its end, over which both learning rates "
                                        "fall linearly to ``lr_decay_to`` times their value (0 = constant "
                                        "learning rates); ``None``: 0 for images, 0.5 for 2-D data.")
     lr_decay_to: float = _field(0.1, "learning-rate factor reached at the last step when ``lr_decay > 0``.")
     beta1: Optional[float] = _field(None, "Adam beta1 for both optimisers; ``None``: 0.5 for images (DCGAN), "
-                                    "0 for 2-D data.")
+                                    "0 for the built-in ``digits`` and 2-D data.")
     beta2: Optional[float] = _field(None, "Adam beta2 for both optimisers; ``None``: 0.999 for images, 0.99 "
-                                    "for 2-D data.")
+                                    "for the built-in ``digits`` and 2-D data.")
     n_critic: int = _field(1, "discriminator updates per generator update.")
     ema_decay: Optional[float] = _field(None, "decay of the generator's exponential moving average (0 = no "
                                         "EMA); ``None``: 0.999 for images, 0.99 for 2-D data.")
@@ -242,6 +246,8 @@ class TrainConfig:
                      r1_every=4, ema_decay=0.99) if points
                 else dict(steps=2000, batch_size=64, lr_g=2e-4, lr_decay=0.0, beta1=0.5, beta2=0.999, r1_gamma=0.0,
                           r1_every=16, ema_decay=0.999))
+        if not points and c.data == "digits":
+            auto.update(DIGITS_DEFAULTS)
         for k, v in auto.items():
             if getattr(c, k) is None:
                 setattr(c, k, v)

@@ -55,13 +55,13 @@ def test_incompatibility_lists_fields():
 
 
 def test_turning_a_penalty_on_changes_the_discriminator():
-    a = TrainConfig().resolved()
-    assert a.incompatible_with(TrainConfig(r1_gamma=1.0).resolved()) == ["r1_gamma"]
+    a = TrainConfig(data="stacked_digits").resolved()
+    assert a.incompatible_with(TrainConfig(data="stacked_digits", r1_gamma=1.0).resolved()) == ["r1_gamma"]
     assert TrainConfig(r1_gamma=1.0).incompatible_with(TrainConfig(r1_gamma=5.0)) == []
 
 
 def test_adam_and_schedule_defaults_per_data_kind():
-    img, pts = TrainConfig().resolved(), TrainConfig(data="ring8").resolved()
+    img, pts = TrainConfig(data="imgs").resolved(), TrainConfig(data="ring8").resolved()
     assert (img.beta1, img.beta2, img.lr_decay) == (0.5, 0.999, 0.0)
     assert (pts.beta1, pts.beta2, pts.lr_decay) == (0.0, 0.99, 0.5)
     assert TrainConfig(data="ring8", beta1=0.5, lr_decay=0.0).resolved().beta1 == 0.5
@@ -130,3 +130,22 @@ def test_digits_upscale_is_part_of_the_architecture_and_data_fields():
     assert with_legacy_values({"data": "digits", "digits_upscale": "block"})["digits_upscale"] == "block"
     assert "block" in {f.name: f.metadata["help"] for f in dataclasses.fields(TrainConfig)}["digits_upscale"]
 
+
+def test_digits_have_their_own_defaults_and_other_images_keep_dcgans():
+    digits = TrainConfig(data="digits").resolved()
+    got = {k: getattr(digits, k) for k in ("steps", "lr_g", "lr_d", "beta1", "beta2", "r1_gamma", "r1_every",
+                                           "batch_size", "ema_decay", "lr_decay", "digits_upscale")}
+    assert got == dict(steps=5000, lr_g=2e-3, lr_d=2e-3, beta1=0.0, beta2=0.99, r1_gamma=1.0, r1_every=16,
+                       batch_size=64, ema_decay=0.999, lr_decay=0.0, digits_upscale="block")
+    for data in ("stacked_digits", "some/folder"):
+        c = TrainConfig(data=data).resolved()
+        assert (c.steps, c.lr_g, c.beta1, c.beta2, c.r1_gamma, c.digits_upscale) == (2000, 2e-4, 0.5, 0.999, 0.0, None)
+    mine = TrainConfig(data="digits", steps=7, lr_g=1e-4, beta1=0.5, r1_gamma=0.0).resolved()   # given values win
+    assert (mine.steps, mine.lr_g, mine.lr_d, mine.beta1, mine.beta2, mine.r1_gamma) == (7, 1e-4, 1e-4, 0.5, 0.99, 0.0)
+    # a run saved with the defaults of its day keeps them (saved configs are resolved)
+    before = dict(TrainConfig(data="digits", steps=2000, lr_g=2e-4, beta1=0.5, beta2=0.999, r1_gamma=0.0)
+                  .resolved().to_dict())
+    del before["digits_upscale"]
+    again = TrainConfig.from_dict(before).resolved()
+    assert (again.steps, again.lr_g, again.beta1, again.r1_gamma, again.digits_upscale) == (
+        2000, 2e-4, 0.5, 0.0, "bicubic")

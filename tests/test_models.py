@@ -1,5 +1,7 @@
 """Shapes, variants, init and rebuilding of the DCGAN and MLP networks."""
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn as nn
@@ -303,6 +305,8 @@ def test_build_models():
     cfg = TrainConfig(data="digits", g_width=4, d_width=4, resolution=16).resolved()
     G, D = build_models(cfg, channels=1, num_classes=10, points=False)
     assert isinstance(G, DCGANGenerator) and G.num_classes == 0 and G.out_shape == (1, 16, 16)
+    assert D.norm == "none"                                 # the digits' default R1 penalises D's gradients
+    _, D = build_models(dataclasses.replace(cfg, r1_gamma=0.0), channels=1, num_classes=10, points=False)
     assert D.norm == "batch"
     cfg = TrainConfig(data="digits", g_width=4, d_width=4, resolution=16, conditional=True,
                       gp_weight=10.0, loss="wgan", pack=2, mbstd=True).resolved()
