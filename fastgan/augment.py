@@ -18,11 +18,14 @@ Ops (names as in ``TrainConfig.augment``):
 - ``rot90``: rotation by k * 90 degrees, k uniform in 0..3 (square images).
 - ``scale``: isotropic zoom by U(0.9, 1.1) about the centre (bilinear
   ``grid_sample``, zero fill).
+
+:class:`AdaptiveAugment` holds an adaptive probability (ADA): a device tensor
+steered by D's overfitting signal, passed to :func:`augment` as ``p``.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -159,3 +162,79 @@ def _scale(x: torch.Tensor, gen: Optional[torch.Generator]) -> torch.Tensor:
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)          # (B, H, W, 2)
     return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="zeros",
                          align_corners=False)
+
+
+# ---------------------------------------------------------------------------- adaptive probability (ADA)
+class AdaptiveAugment:
+    """The augmentation probability of ADA (Karras et al. 2020), kept in a device tensor.
+
+    D's overfitting signal is ``r = E[sign(D(real))]``: near 0 while D cannot
+    tell its training images from fakes, near 1 when it has learned them by
+    heart. Every ``interval`` steps ``p`` moves by ``sign(r - target) *
+    batch_size * interval / (kimg * 1000)`` (so it can cross [0, 1] in ``kimg``
+    thousand real images) and is clipped to [0, 1]; ``p`` starts at 0. Both
+    :meth:`observe` and :meth:`update` are a few in-place device ops with no
+    host sync, so a step that calls them can be captured in a CUDA graph, and
+    ``p`` is read by :func:`augment` as a tensor (no recapture when it moves).
+
+    Args:
+        target: the value of ``r`` that ``p`` steers towards (0.6 in the paper).
+        interval: steps between updates (the update is its own step function).
+        batch_size: real images per step.
+        kimg: thousands of real images over which ``p`` can move from 0 to 1.
+        device: where ``p`` and the running sums live.
+    """
+
+    def __init__(self, target: float, interval: int, batch_size: int, kimg: float,
+                 device: Union[str, torch.device] = "cpu"):
+        if not 0.0 < target < 1.0:
+            raise ConfigError(f"the ADA target must lie in (0, 1), got {target}")
+        if interval < 1 or batch_size < 1 or not kimg > 0:
+            raise ConfigError(f"ADA needs interval >= 1, batch_size >= 1 and kimg > 0, got {interval}, "
+                              f"{batch_size}, {kimg}")
+        self.target = float(target)
+        self.adjust = batch_size * interval / (kimg * 1000.0)
+        self.p = torch.zeros((), device=device)
+        self.signal = torch.zeros((), device=device)        # r of the last update (logged)
+        self._sums = torch.zeros(2, device=device)          # sum of sign(D(real)), count since the last update
+
+    def observe(self, real_logits: torch.Tensor) -> None:
+        """Add a batch of D's logits on real images to the running signal (no host sync).
+
+        Args:
+            real_logits: (B,) logits (any float dtype; the graph is not kept).
+        """
+        s = real_logits.detach().float().sign()
+        self._sums[0].add_(s.sum())
+        self._sums[1].add_(s.numel())
+
+    def update(self, all_reduce_sum_: Optional[Callable[[torch.Tensor], Any]] = None) -> None:
+        """Move ``p`` towards the target from the signal since the last update, then restart the sums.
+
+        Args:
+            all_reduce_sum_: sums a tensor over every process in place (data-parallel runs), so that
+                every process moves ``p`` alike; None for a single process.
+        """
+        if all_reduce_sum_ is not None:
+            all_reduce_sum_(self._sums)
+        r = self._sums[0] / self._sums[1].clamp(min=1.0)
+        self.signal.copy_(r)
+        self.p.add_(torch.sign(r - self.target) * self.adjust).clamp_(0.0, 1.0)
+        self._sums.zero_()
+
+    def state(self) -> torch.Tensor:
+        """``p``, the last signal and the running sums in one CPU tensor (for checkpoints)."""
+        return torch.cat([self.p.reshape(1), self.signal.reshape(1), self._sums]).detach().cpu()
+
+    def load_state(self, state: torch.Tensor) -> None:
+        """Restore what :meth:`state` returned, in place.
+
+        Args:
+            state: a (4,) tensor.
+        """
+        state = torch.as_tensor(state, dtype=torch.float32)
+        if state.shape != (4,):
+            raise ValueError(f"ADA state must have shape (4,), got {tuple(state.shape)}")
+        self.p.copy_(state[0])
+        self.signal.copy_(state[1])
+        self._sums.copy_(state[2:])

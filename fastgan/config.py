@@ -114,7 +114,14 @@ class TrainConfig:
                                         "EMA); ``None``: 0.999 for images, 0.99 for 2-D data.")
     augment: str = _field("", "comma-separated differentiable augmentations applied to real and fake images "
                           "before D: color, translation, cutout, flip, rot90, scale (empty = none).")
-    augment_p: float = _field(1.0, "probability of applying each augmentation to each image.")
+    augment_p: float = _field(1.0, "probability of applying each augmentation to each image (with "
+                              "``ada_target > 0`` it is adaptive instead and starts at 0).")
+    ada_target: float = _field(0.0, "adaptive augmentation (ADA, Karras et al. 2020): the probability of "
+                               "the ``augment`` policy follows D's overfitting signal E[sign(D(real))] "
+                               "towards this target (0.6 in the paper); 0 = off (fixed ``augment_p``).")
+    ada_interval: int = _field(4, "steps between updates of the adaptive probability.")
+    ada_kimg: float = _field(20.0, "thousands of real images over which the adaptive probability can move "
+                             "from 0 to 1 (docs/applications.md).")
     conditional: bool = _field(False, "class-conditional G and D (needs a labelled dataset).")
     spectral_norm: bool = _field(False, "spectral normalisation in D (replaces its batch norm).")
     pack: int = _field(1, "PacGAN packing degree: D judges this many samples at once.")
@@ -178,6 +185,11 @@ class TrainConfig:
         need(self.ema_decay is None or 0.0 <= self.ema_decay < 1.0,
              f"ema_decay must be in [0, 1), got {self.ema_decay}")
         need(0.0 <= self.augment_p <= 1.0, f"augment_p must be in [0, 1], got {self.augment_p}")
+        need(0.0 <= self.ada_target < 1.0, f"ada_target must be in [0, 1) (0 = off), got {self.ada_target}")
+        need(self.ada_kimg > 0, f"ada_kimg must be positive, got {self.ada_kimg}")
+        need(self.ada_target == 0 or self.augment_list(),
+             "ada_target adapts the probability of the augment policy: give augmentations too "
+             "(e.g. --augment translation,cutout,color)")
         for name in ("beta1", "beta2"):
             v = getattr(self, name)
             need(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v < 1.0),
@@ -325,22 +337,25 @@ class TrainConfig:
         """Names of the architecture fields on which two configs disagree.
 
         Besides :data:`ARCH_FIELDS`, turning a gradient penalty (``gp_weight``
-        or ``r1_gamma``) on or off changes D (it then has no batch norm).
+        or ``r1_gamma``) on or off changes D (it then has no batch norm), and
+        turning ADA (``ada_target``) on or off changes the training state.
         """
         diff = [k for k in ARCH_FIELDS if getattr(self, k) != getattr(other, k)]
         if self._penalised() != other._penalised():
             diff += [k for k in ("gp_weight", "r1_gamma") if getattr(self, k) != getattr(other, k)]
+        if (self.ada_target > 0) != (other.ada_target > 0):  # its probability and signal are training state
+            diff.append("ada_target")
         return diff
 
     def _penalised(self) -> bool:
         return (self.gp_weight or 0) > 0 or (self.r1_gamma or 0) > 0
 
 
-_POSITIVE_INTS = {"g_depth", "d_depth", "n_critic", "pack", "log_every", "keep_ckpts"}
+_POSITIVE_INTS = {"g_depth", "d_depth", "n_critic", "pack", "log_every", "keep_ckpts", "ada_interval"}
 _NONNEG_INTS = {"seed", "sample_every", "ckpt_every", "eval_every"}
 _LIST_STRINGS = {"augment", "eval_metrics"}   # lists written as one comma-separated string
 _OPTIONAL_POSITIVE_INTS = {"resolution", "z_dim", "g_width", "d_width", "steps", "batch_size", "r1_every"}
-_NONNEG_FLOATS = {"gp_weight", "r1_gamma", "lr_g", "lr_d", "ema_decay", "augment_p"}
+_NONNEG_FLOATS = {"gp_weight", "r1_gamma", "lr_g", "lr_d", "ema_decay", "augment_p", "ada_target", "ada_kimg"}
 
 
 def _document_fields(cls: type) -> None:

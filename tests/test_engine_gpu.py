@@ -109,6 +109,21 @@ def test_graph_mode_with_every_augmentation_trains(tmp_path, images):
     assert torch.isfinite(tr.stats.buffer).all() and tr.stats["_n_train"].item() == 8
 
 
+def test_graph_mode_captures_adaptive_augmentation(tmp_path, images):
+    """ADA's update is a step of its own: two graphs, and p moves on the device with no recapture."""
+    kw = dict(augment="translation,cutout,color", ada_target=0.6, ada_interval=2, ada_kimg=0.1)
+    eager = Trainer(_cfg(tmp_path / "e", mode="eager", **kw), data=images)
+    graph = Trainer(_cfg(tmp_path / "g", mode="graph", **kw), data=images)
+    eager.run_steps(16)
+    graph.run_steps(16)
+    assert graph.engine.graphs_captured == 2
+    steps = float(graph.ada.p) / graph.ada.adjust     # p moves by whole adjustments
+    assert float(graph.ada.p) > 0 and abs(steps - round(steps)) < 1e-3
+    # random images: D tells them from fakes at once in both modes, so p rose at every update in both
+    assert float(graph.ada.p) == pytest.approx(float(eager.ada.p), abs=2 * graph.ada.adjust)
+    assert graph.stats["_n_ADA"].item() == 8 and torch.isfinite(graph.stats.buffer).all()
+
+
 # ---------------------------------------------------------------- checkpoints in graph mode
 def test_graph_checkpoint_resume_is_bitwise(tmp_path, images, deterministic):
     full = Trainer(_cfg(tmp_path / "full", mode="graph"), data=images).fit()
@@ -148,8 +163,9 @@ def test_eager_run_continues_in_graph_mode(tmp_path, images):
 
 # ---------------------------------------------------------------- no host syncs, fp16 overflow on the device
 @pytest.mark.parametrize("amp", ["none", "bf16", "fp16"])
-def test_eager_step_makes_no_host_sync(tmp_path, images, amp):
-    tr = Trainer(_cfg(tmp_path / "r", mode="eager", amp=_amp_or_skip(amp), r1_gamma=1.0, r1_every=2),
+@pytest.mark.parametrize("extra", [{}, {"augment": "translation,cutout", "ada_target": 0.6, "ada_interval": 2}])
+def test_eager_step_makes_no_host_sync(tmp_path, images, amp, extra):
+    tr = Trainer(_cfg(tmp_path / "r", mode="eager", amp=_amp_or_skip(amp), r1_gamma=1.0, r1_every=2, **extra),
                  data=images)
     tr.run_steps(2)   # lazy state (optimiser moments, scaler) is created here
     torch.cuda.synchronize()

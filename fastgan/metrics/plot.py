@@ -14,7 +14,7 @@ from ..errors import DataError
 _SKIP = {"step", "time", "epoch"}
 # Panels drawn from the loss records, in this order, when present.
 _LOSS_PANELS = (("losses", ("d_loss", "g_loss", "r1")), ("D outputs", ("d_real", "d_fake")),
-                ("speed", ("images_per_s",)))
+                ("adaptive augmentation", ("augment_p", "ada_signal")), ("speed", ("images_per_s",)))
 
 
 def _read_history(path: Path) -> tuple[dict[str, list], dict[str, list]]:

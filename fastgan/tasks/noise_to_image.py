@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .. import losses
+from ..augment import AdaptiveAugment
 from ..augment import augment as apply_augment
 from ..config import DIGITS_UPSCALES, RESOLUTIONS, TrainConfig
 from ..data import GanData, load_data
@@ -114,7 +115,12 @@ class NoiseToImage(Task):
         # ---- step state on the device; every random draw comes from this process's shard streams
         self.streams = engine.batch_streams(cfg.seed, cfg.batch_size, cfg.pack)
         self.gen = self.streams.generators[0]
-        self.stats = RunningStats({"train": ("d_loss", "g_loss", "d_real", "d_fake"), "R1": ("r1",)}, device)
+        groups = {"train": ("d_loss", "g_loss", "d_real", "d_fake"), "R1": ("r1",)}
+        self.ada: Optional[AdaptiveAugment] = None
+        if cfg.ada_target > 0:
+            self.ada = AdaptiveAugment(cfg.ada_target, cfg.ada_interval, cfg.batch_size, cfg.ada_kimg, device)
+            groups["ADA"] = ("augment_p", "ada_signal")
+        self.stats = RunningStats(groups, device)
         self.ema_t = torch.zeros((), device=device)
         self._ema_stats_stale = True
         # forward + loss pieces: compiled in compile mode, no random draws inside
@@ -129,13 +135,17 @@ class NoiseToImage(Task):
         out = [Step("train", self.train_step, gens)]
         if self.cfg.r1_gamma > 0:
             out.append(Step("R1", self.reg_step, gens, every=self.cfg.r1_every))
+        if self.ada is not None:
+            out.append(Step("ADA", self.ada_step, (), every=self.cfg.ada_interval))
         return out
 
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
         policy = self.cfg.augment_list()
-        if not policy or self.cfg.augment_p == 0:
+        # ADA's p is a device tensor: the step reads its current value, captured or not
+        p = self.ada.p if self.ada is not None else self.cfg.augment_p
+        if self.ada is None and (not policy or p == 0):
             return x
-        return self.streams.each(lambda part, g: apply_augment(part, policy, self.cfg.augment_p, generator=g), x)
+        return self.streams.each(lambda part, g: apply_augment(part, policy, p, generator=g), x)
 
     def _real_batch(self) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         real, labels = self.streams.draw(self.data.sample)
@@ -177,6 +187,8 @@ class NoiseToImage(Task):
                 fake = self._generate(z, y)
             # -- D update: real -> high, fake -> low (augment draws real's randoms first)
             loss_d, d_real, d_fake = self._d_loss_fn(self._augment(real), self._augment(fake.detach()), y)
+            if self.ada is not None:
+                self.ada.observe(d_real)
             if cfg.gp_weight > 0:
                 loss_d = loss_d + cfg.gp_weight * self._gradient_penalty(real, fake.detach(), y)
             engine.update(loss_d, self.opt_d, self.scaler_d)
@@ -221,6 +233,12 @@ class NoiseToImage(Task):
         self.stats.add("R1", r1)
 
     @torch.no_grad()
+    def ada_step(self) -> None:
+        """Move the adaptive augmentation probability by the overfitting signal since the last update (ADA)."""
+        self.ada.update(self.engine.parallel.all_reduce_sum_)   # under torchrun: every rank's logits, one p
+        self.stats.add("ADA", self.ada.p, self.ada.signal)
+
+    @torch.no_grad()
     def _update_ema(self) -> None:
         if self.G_ema is None:
             return
@@ -254,12 +272,16 @@ class NoiseToImage(Task):
         return {"scaler_g": self.scaler_g, "scaler_d": self.scaler_d}
 
     def state_dict(self) -> dict[str, Any]:
-        """The random streams' states (``gen_state``, then ``gen_state.1``, ... for more shards) and the EMA counter."""
+        """The random streams' states (``gen_state``, then ``gen_state.1``, ... for more shards), the EMA counter,
+        and ADA's probability and running signal."""
         gens = {f"gen_state.{i}" if i else "gen_state": g.get_state() for i, g in enumerate(self.streams.generators)}
-        return {**gens, "ema_t": self.ema_t.detach().cpu()}
+        state = {**gens, "ema_t": self.ema_t.detach().cpu()}
+        if self.ada is not None:
+            state["ada"] = self.ada.state()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the random streams and the EMA counter; the checkpoint holds the standing statistics.
+        """Restore the random streams, the EMA counter and ADA; the checkpoint holds the standing statistics.
 
         Args:
             state: the checkpoint's training state.
@@ -269,6 +291,8 @@ class NoiseToImage(Task):
             if f"gen_state.{i}" in state:                         # the loop then restarts the streams
                 g.set_state(state[f"gen_state.{i}"])
         self.ema_t.copy_(state["ema_t"])
+        if self.ada is not None:
+            self.ada.load_state(state["ada"])
         self._ema_stats_stale = False
 
     def before_checkpoint(self) -> None:
