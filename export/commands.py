@@ -87,7 +87,7 @@ def _point_modes(train_config: Optional[dict[str, Any]]):
 
 
 def sample_onnx(onnx_path: PathLike, n: int, out: PathLike, seed: int = 0, *, labels: Any = None,
-                providers: Union[str, list] = "auto", nrow: Optional[int] = None) -> list[Path]:
+                providers: Union[str, list] = "auto", nrow: Optional[int] = None, vectors: Any = None) -> list[Path]:
     """Sample an exported generator and write the result like ``fastgan sample`` does.
 
     The latents for a given seed are those ``fastgan sample --run`` draws on
@@ -107,6 +107,7 @@ def sample_onnx(onnx_path: PathLike, n: int, out: PathLike, seed: int = 0, *, la
             int, or ``(n,)`` ints.
         providers: ONNX Runtime providers (``"auto"``, ``"cpu"``, ``"cuda"`` or a list).
         nrow: images per row of a ``.png`` grid (default: a square grid).
+        vectors: for a vector-conditioned generator: ``(n, V)`` vectors, or one ``(V,)`` for all.
 
     Returns:
         The paths written.
@@ -114,14 +115,17 @@ def sample_onnx(onnx_path: PathLike, n: int, out: PathLike, seed: int = 0, *, la
     import numpy as np
 
     from fastgan.sample_output import write_sample_batches
+    from fastgan.sampling import check_vectors
 
     from .runtime import OnnxGenerator
 
     gen = OnnxGenerator(onnx_path, providers=providers)
     lab = gen.sample_labels(int(n), labels) if isinstance(n, (int, np.integer)) else None
-    batches = gen.sample_batches(n, seed=seed, labels=lab)   # checks n; draws as the writer consumes
+    vec = check_vectors(vectors, int(n), gen.vector_dim) if isinstance(n, (int, np.integer)) else None
+    batches = gen.sample_batches(n, seed=seed, labels=lab, vectors=vec)   # checks n; draws as the writer consumes
     if gen.info.is_image and gen.value_range is not None and tuple(gen.value_range) != (-1.0, 1.0):
         lo, hi = gen.value_range  # the image writers expect [-1, 1]
         batches = ((b - lo) * (2.0 / (hi - lo)) - 1.0 for b in batches)
     modes = None if gen.info.is_image else _point_modes(gen.info.train_config)
-    return write_sample_batches(batches, int(n), tuple(gen.out_shape), out, labels=lab, modes=modes, nrow=nrow)
+    return write_sample_batches(batches, int(n), tuple(gen.out_shape), out, labels=lab, modes=modes, nrow=nrow,
+                                vectors=vec)

@@ -16,6 +16,7 @@ fastgan.out_shape          JSON list, ``[C, H, W]`` or ``[2]``
 fastgan.value_range        JSON ``[lo, hi]`` of the output, or ``null`` (points)
 fastgan.num_classes        number of classes (0 = unconditional)
 fastgan.class_names        JSON list of the class names (index = label), ``[]`` when unconditional
+fastgan.vector_dim         size of the ``vectors`` input (0 = not vector-conditioned)
 fastgan.precision          ``fp32`` or ``fp16`` (weights and arithmetic)
 fastgan.io                 JSON ``{"inputs": [...], "output": ...}`` tensor names
 fastgan.config_hash        ``TrainConfig.config_hash()`` of the run, or ``""``
@@ -50,6 +51,7 @@ class GeneratorInfo:
         value_range: ``(lo, hi)`` of the outputs, or ``None`` for points.
         num_classes: 0 for an unconditional generator.
         class_names: name of each class (index = label), empty when unconditional.
+        vector_dim: size of the conditioning vectors (input ``vectors``), 0 when there is none.
         precision: ``"fp32"`` or ``"fp16"``.
         input_names: graph input names (``["z"]`` or ``["z", "labels"]``).
         output_name: graph output name.
@@ -73,6 +75,7 @@ class GeneratorInfo:
     train_config: Optional[dict] = None
     extra: dict = field(default_factory=dict)
     class_names: list = field(default_factory=list)
+    vector_dim: int = 0
 
     @property
     def is_image(self) -> bool:
@@ -85,7 +88,8 @@ class GeneratorInfo:
             "generator_class": self.generator_class, "arch_config": dict(self.arch_config),
             "z_dim": self.z_dim, "out_shape": list(self.out_shape),
             "value_range": None if self.value_range is None else list(self.value_range),
-            "num_classes": self.num_classes, "class_names": list(self.class_names), "precision": self.precision,
+            "num_classes": self.num_classes, "class_names": list(self.class_names),
+            "vector_dim": self.vector_dim, "precision": self.precision,
             "input_names": list(self.input_names), "output_name": self.output_name,
             "version": self.version, "config_hash": self.config_hash,
             "train_config": self.train_config, "extra": dict(self.extra),
@@ -115,6 +119,7 @@ def build_metadata(info: GeneratorInfo) -> dict[str, str]:
                                            else [float(v) for v in info.value_range]),
         PREFIX + "num_classes": str(int(info.num_classes)),
         PREFIX + "class_names": json.dumps(list(info.class_names)),
+        PREFIX + "vector_dim": str(int(info.vector_dim)),
         PREFIX + "precision": info.precision,
         PREFIX + "io": json.dumps({"inputs": list(info.input_names), "output": info.output_name}),
         PREFIX + "config_hash": info.config_hash or "",
@@ -153,6 +158,7 @@ def parse_metadata(props: Mapping[str, str], source: str) -> GeneratorInfo:
             value_range=None if value_range is None else (float(value_range[0]), float(value_range[1])),
             num_classes=num_classes,
             class_names=_class_names(props, num_classes),
+            vector_dim=int(props.get(PREFIX + "vector_dim", "0")),
             precision=props[PREFIX + "precision"],
             input_names=list(io["inputs"]),
             output_name=str(io["output"]),

@@ -1,7 +1,8 @@
 """Export a fastgan generator to one self-contained ONNX file.
 
 The graph has a dynamic batch axis, inputs ``z`` (float32, (B, z_dim)) and,
-for conditional generators, ``labels`` (int64, (B,)), and one float32 output:
+for conditional generators, ``labels`` (int64, (B,)) or, for vector-conditioned
+ones, ``vectors`` (float32, (B, vector_dim)), and one float32 output:
 ``images`` (B, C, H, W) in the generator's value range, or ``points`` (B, 2).
 
 With ``fp16=True`` the fp32 graph (batch norm already folded) has its weights
@@ -53,7 +54,7 @@ class _Unconditional(nn.Module):
 
 
 class _Conditional(nn.Module):
-    """Fixes the traced signature to ``(z, labels)``."""
+    """Fixes the traced signature to ``(z, labels)`` (or ``(z, vectors)``)."""
 
     def __init__(self, G: nn.Module):
         super().__init__()
@@ -87,6 +88,8 @@ def generator_info(G: nn.Module, *, fp16: bool = False, config: Any = None,
                           "(expected z_dim > 0 and out_shape (C, H, W) or (D,))")
     arch = G.arch_config() if callable(getattr(G, "arch_config", None)) else {}
     class_names = _class_names(G, num_classes)
+    vector_dim = int(getattr(G, "vector_dim", 0) or 0)
+    inputs = ["z", "labels"] if num_classes > 0 else (["z", "vectors"] if vector_dim > 0 else ["z"])
     cfg_hash, cfg_dict = "", None
     if config is not None:
         from fastgan.config import TrainConfig
@@ -100,10 +103,11 @@ def generator_info(G: nn.Module, *, fp16: bool = False, config: Any = None,
         generator_class=type(G).__name__, arch_config=dict(arch), z_dim=z_dim, out_shape=out_shape,
         value_range=None if value_range is None else (float(value_range[0]), float(value_range[1])),
         num_classes=num_classes, precision="fp16" if fp16 else "fp32",
-        input_names=["z", "labels"] if num_classes > 0 else ["z"],
+        input_names=inputs,
         output_name="images" if len(out_shape) == 3 else "points",
         version=__version__, config_hash=cfg_hash, train_config=cfg_dict,
         extra={str(k): str(v) for k, v in (metadata or {}).items()}, class_names=class_names,
+        vector_dim=vector_dim,
     )
 
 
@@ -189,7 +193,8 @@ def export_onnx(G: nn.Module, path: Union[str, os.PathLike], *, fp16: bool = Fal
         diffs: dict[int, float] = {}
         if verify:
             diffs = parity(reference, data, z_dim=info.z_dim, num_classes=info.num_classes,
-                           out_shape=info.out_shape, input_names=info.input_names, batches=batches)
+                           out_shape=info.out_shape, input_names=info.input_names, batches=batches,
+                           vector_dim=info.vector_dim)
     if verify:
         worst = max(diffs.values())
         if worst > tol:
@@ -222,11 +227,11 @@ def _reference_copy(G: nn.Module) -> nn.Module:
 
 def _trace(model: nn.Module, info: GeneratorInfo, opset: int):
     """Run the dynamo exporter and return its ``onnx.ModelProto`` (call inside ``use_impl("ref")``)."""
-    wrapper = (_Conditional if info.num_classes > 0 else _Unconditional)(model).eval()
+    wrapper = (_Conditional if len(info.input_names) == 2 else _Unconditional)(model).eval()
     # batch 2: a batch of 1 would let torch.export specialise the batch axis away
-    args = example_inputs(info.z_dim, info.num_classes, 2)
+    args = example_inputs(info.z_dim, info.num_classes, 2, vector_dim=info.vector_dim)
     batch = torch.export.Dim("batch")
-    dynamic = {name: {0: batch} for name in info.input_names}
+    dynamic = [{0: batch} for _ in info.input_names]   # by position: the wrapper names its second input labels
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), _quiet_exporter():
         warnings.simplefilter("ignore")  # exporter deprecation chatter; failures still raise
         try:

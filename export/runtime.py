@@ -153,6 +153,11 @@ class OnnxGenerator:
         return self.info.num_classes
 
     @property
+    def vector_dim(self) -> int:
+        """Size of the conditioning vectors of a vector-conditioned generator; 0 otherwise."""
+        return self.info.vector_dim
+
+    @property
     def class_names(self) -> list[str]:
         """Name of each class (index = label); empty for an unconditional generator."""
         return list(self.info.class_names)
@@ -178,7 +183,7 @@ class OnnxGenerator:
                 f"precision={self.info.precision}, providers={self.providers})")
 
     # ------------------------------------------------------------------- running
-    def run(self, z: Any, labels: Any = None) -> np.ndarray:
+    def run(self, z: Any, labels: Any = None, vectors: Any = None) -> np.ndarray:
         """Generate from given latents.
 
         Args:
@@ -186,22 +191,31 @@ class OnnxGenerator:
                 ``(N, z_dim)``, finite.
             labels: integer class labels shaped ``(N,)`` in ``[0, num_classes)``;
                 required for a conditional generator, must be ``None`` otherwise.
+            vectors: conditioning vectors shaped ``(N, vector_dim)`` (or one
+                ``(vector_dim,)`` for all); required for a vector-conditioned
+                generator, must be ``None`` otherwise.
 
         Returns:
             float32 ``(N, C, H, W)`` images in ``value_range`` or ``(N, 2)`` points.
 
         Raises:
             DataError: wrong shape, dtype, non-finite latents, bad or missing labels.
+            ConfigError: missing, misshapen or non-finite vectors.
         """
+        from fastgan.sampling import check_vectors
+
         z32 = self._check_z(z)
         feeds = {"z": z32}
         lab = self._check_labels(labels, len(z32))
         if lab is not None:
             feeds["labels"] = lab
+        vec = check_vectors(vectors, len(z32), self.vector_dim)
+        if vec is not None:
+            feeds["vectors"] = vec.numpy()
         return self._session.run([self._output], feeds)[0]
 
     def sample(self, n: int, seed: int = 0, labels: Any = None, output: str = "uint8",
-               batch_size: int = 256) -> np.ndarray:
+               batch_size: int = 256, vectors: Any = None) -> np.ndarray:
         """Draw ``n`` samples with latents ``z ~ N(0, I)``.
 
         Latents come from a CPU ``torch.Generator`` seeded with ``seed``, drawn
@@ -220,15 +234,19 @@ class OnnxGenerator:
                 ``"float"`` for the raw float32 output ``(N, C, H, W)``.
                 Points are always float32 ``(N, 2)``.
             batch_size: samples per ONNX Runtime call.
+            vectors: for a vector-conditioned generator: ``(n, vector_dim)``,
+                or one ``(vector_dim,)`` vector for every sample.
         """
         if output not in ("uint8", "float"):
             raise ConfigError(f"output must be 'uint8' or 'float', got {output!r}")
-        x = np.concatenate(list(self.sample_batches(n, seed=seed, labels=labels, batch_size=batch_size)), axis=0)
+        x = np.concatenate(list(self.sample_batches(n, seed=seed, labels=labels, batch_size=batch_size,
+                                                    vectors=vectors)), axis=0)
         if output == "float" or not self.info.is_image:
             return x
         return self.to_uint8(x)
 
-    def sample_batches(self, n: int, seed: int = 0, labels: Any = None, batch_size: int = 256) -> Iterator[np.ndarray]:
+    def sample_batches(self, n: int, seed: int = 0, labels: Any = None, batch_size: int = 256,
+                       vectors: Any = None) -> Iterator[np.ndarray]:
         """:meth:`sample` with ``output="float"``, batch by batch: memory bounded by one batch, whatever ``n``.
 
         Arguments are checked now; the batches are drawn as they are consumed.
@@ -238,8 +256,11 @@ class OnnxGenerator:
             seed: seed of the latent draws.
             labels: as for :meth:`sample`.
             batch_size: samples per ONNX Runtime call.
+            vectors: as for :meth:`sample`.
         """
         import torch
+
+        from fastgan.sampling import check_vectors
 
         _check_count("n", n)
         _check_count("batch_size", batch_size)
@@ -247,12 +268,14 @@ class OnnxGenerator:
             raise ConfigError(f"seed must be an integer, got {seed!r}")
         n, batch_size = int(n), int(batch_size)
         lab = self.sample_labels(n, labels)
+        vec = check_vectors(vectors, n, self.vector_dim)
         g = torch.Generator().manual_seed(int(seed))
 
         def draw() -> Iterator[np.ndarray]:
             for i in range(0, n, batch_size):
                 z = torch.randn(min(batch_size, n - i), self.z_dim, generator=g).numpy()
-                yield self.run(z, None if lab is None else lab[i:i + batch_size])
+                yield self.run(z, None if lab is None else lab[i:i + batch_size],
+                               None if vec is None else vec[i:i + batch_size])
         return draw()
 
     def sample_labels(self, n: int, labels: Any = None) -> Optional[np.ndarray]:

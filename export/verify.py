@@ -18,17 +18,21 @@ VERIFY_BATCHES = (1, 7, 64)
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
 
 
-def example_inputs(z_dim: int, num_classes: int, batch: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """Standard-normal latents (and uniform labels for a conditional generator).
+def example_inputs(z_dim: int, num_classes: int, batch: int, seed: int = 0,
+                   vector_dim: int = 0) -> tuple[torch.Tensor, ...]:
+    """Standard-normal latents (and uniform labels, or standard-normal vectors, for a conditional generator).
 
     Args:
         z_dim: latent size.
         num_classes: number of classes; 0 means no labels input.
         batch: batch size.
         seed: seed of the draws.
+        vector_dim: size of the conditioning vectors; 0 means no vectors input.
     """
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(batch, z_dim, generator=g)
+    if vector_dim > 0:
+        return z, torch.randn(batch, vector_dim, generator=g)
     if num_classes <= 0:
         return (z,)
     return z, torch.randint(0, num_classes, (batch,), generator=g, dtype=torch.long)
@@ -36,7 +40,7 @@ def example_inputs(z_dim: int, num_classes: int, batch: int, seed: int = 0) -> t
 
 def parity(reference: torch.nn.Module, onnx_bytes: bytes, *, z_dim: int, num_classes: int,
            out_shape: Sequence[int], input_names: Sequence[str],
-           batches: Sequence[int] = VERIFY_BATCHES) -> dict[int, float]:
+           batches: Sequence[int] = VERIFY_BATCHES, vector_dim: int = 0) -> dict[int, float]:
     """Max |ONNX Runtime - PyTorch| per batch size.
 
     Args:
@@ -47,6 +51,7 @@ def parity(reference: torch.nn.Module, onnx_bytes: bytes, *, z_dim: int, num_cla
         out_shape: expected shape of one sample.
         input_names: graph input names, in the order of ``reference``'s arguments.
         batches: batch sizes to compare at.
+        vector_dim: size of the conditioning vectors (0 = none).
 
     Raises:
         ExportError: ONNX Runtime cannot load or run the model, an output has the
@@ -62,7 +67,7 @@ def parity(reference: torch.nn.Module, onnx_bytes: bytes, *, z_dim: int, num_cla
         raise ExportError(f"ONNX Runtime cannot load the exported model: {_first_line(e)}") from None
     diffs: dict[int, float] = {}
     for i, batch in enumerate(batches):
-        inputs = example_inputs(z_dim, num_classes, batch, seed=1000 + i)
+        inputs = example_inputs(z_dim, num_classes, batch, seed=1000 + i, vector_dim=vector_dim)
         with torch.no_grad():
             expected = reference(*inputs).float().numpy()
         try:

@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--labels", nargs="+", default=None,
                    help="class labels of a conditional generator, as indices or class names, comma- or "
                         "space-separated (3,3,7): one for every sample, or one per sample")
+    s.add_argument("--vectors", default=None,
+                   help="conditioning vectors of a vector-conditioned generator: FILE.npy (N, V), FILE.npz "
+                        "(array 'vectors'), or numbers (0.1,0.2;0.3,0.4); one vector is used for all --n samples")
     s.add_argument("--per_class", type=int, default=None,
                    help="N samples of every class of a conditional generator (a .png grid has one row per class)")
     s.add_argument("--no-ema", dest="ema", action="store_false", help="use the raw generator, not its EMA")
@@ -153,7 +156,7 @@ def _run_data_modes(run: str):
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from .sampling import check_labels, parse_labels, per_class_labels
+    from .sampling import check_labels, check_vectors, parse_labels, per_class_labels, read_vectors
 
     for flag in ("n", "per_class"):
         v = getattr(args, flag)
@@ -161,17 +164,23 @@ def _sample(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{flag} must be a positive integer, got {v}")
     if args.per_class is not None and (args.n is not None or args.labels is not None):
         raise ConfigError("--per_class gives N samples of every class; leave out --n and --labels")
+    if args.vectors is not None and (args.labels is not None or args.per_class is not None):
+        raise ConfigError("--vectors conditions a vector generator; leave out --labels and --per_class")
     if args.per_class is not None and _is_folder(args.out):
         return _export_dataset(args)
     if args.onnx:
         from .export import OnnxGenerator
         gen = OnnxGenerator(args.onnx)
-        num_classes, class_names = gen.num_classes, gen.class_names
+        num_classes, class_names, vector_dim = gen.num_classes, gen.class_names, gen.vector_dim
     else:
         from .checkpoint import load_generator
         G = load_generator(args.run, device=args.device, ema=args.ema)
-        num_classes, class_names = G.num_classes, G.class_names
-    labels, n, nrow = None, args.n or 64, None
+        num_classes, class_names, vector_dim = G.num_classes, G.class_names, getattr(G, "vector_dim", 0)
+    labels, vectors, n, nrow = None, None, args.n or 64, None
+    if args.vectors is not None:
+        vectors = read_vectors(args.vectors)
+        n = args.n or (len(vectors) if vectors.ndim == 2 and len(vectors) > 1 else 64)
+    vectors = check_vectors(vectors, n, vector_dim)   # one clear line for missing or misshapen vectors
     if args.per_class is not None:
         labels = per_class_labels(args.per_class, num_classes)
         n, nrow = len(labels), args.per_class
@@ -181,16 +190,17 @@ def _sample(args: argparse.Namespace) -> int:
         labels = check_labels(labels, n, num_classes)   # one clear line for a wrong count or range
     if args.onnx:
         from .export import sample_onnx
-        written = sample_onnx(args.onnx, n, args.out, seed=args.seed, labels=labels, nrow=nrow)
+        written = sample_onnx(args.onnx, n, args.out, seed=args.seed, labels=labels, nrow=nrow, vectors=vectors)
     else:
         from .sample_output import write_sample_batches
         from .sampling import generate_batches
 
         batches = generate_batches(G, n, z_dim=G.z_dim, seed=args.seed, labels=labels, num_classes=num_classes,
-                                   device=args.device)   # drawn as the writer consumes them: memory bounded
+                                   device=args.device, vectors=vectors,
+                                   vector_dim=vector_dim)   # drawn as the writer consumes them: memory bounded
         points = len(G.out_shape) == 1
         written = write_sample_batches(batches, n, tuple(G.out_shape), args.out, nrow=nrow,
-                                       labels=check_labels(labels, n, num_classes),
+                                       labels=check_labels(labels, n, num_classes), vectors=vectors,
                                        modes=_run_data_modes(args.run) if points else None)
     print(f"wrote {n} samples to {args.out}" + (f" ({len(written)} files)" if len(written) > 1 else ""))
     return 0

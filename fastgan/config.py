@@ -23,7 +23,7 @@ MODES = ("eager", "compile", "graph", "fast")
 AMPS = ("none", "bf16", "fp16")
 RESOLUTIONS = (16, 32, 64, 128)
 AUGMENTS = ("color", "translation", "cutout", "flip", "rot90", "scale")
-BUILTIN_DATASETS = ("digits", "stacked_digits", "grid25", "ring8")
+BUILTIN_DATASETS = ("digits", "digits_vectors", "stacked_digits", "grid25", "ring8")
 POINT_DATASETS = ("grid25", "ring8")
 
 DIGITS_UPSCALES = ("block", "bicubic")
@@ -38,7 +38,8 @@ _LEGACY_VALUES = {"digits": {"digits_upscale": "bicubic"}}
 # training images: a checkpoint can only be resumed by a config that agrees on all of them.
 ARCH_FIELDS = (
     "data", "resolution", "z_dim", "g_width", "d_width", "g_depth", "d_depth",
-    "conditional", "spectral_norm", "pack", "mbstd", "ema_decay", "loss", "digits_upscale",
+    "conditional", "vector_conditional", "class_norm", "spectral_norm", "pack", "mbstd", "ema_decay", "loss",
+    "digits_upscale",
 )
 
 
@@ -69,8 +70,9 @@ class TrainConfig:
     2-D points) by :meth:`resolved`.
     """
 
-    data: str = _field("digits", "built-in dataset name (``digits``, ``stacked_digits``, ``grid25``, "
-                       "``ring8``) or a path to a folder of PNG/JPEG images.")
+    data: str = _field("digits", "built-in dataset name (``digits``, ``digits_vectors``, ``stacked_digits``, "
+                       "``grid25``, ``ring8``), a path to a folder of PNG/JPEG images, or an .npz file holding "
+                       "``images`` (and ``labels`` and/or ``vectors``).")
     out: str = _field("runs/fastgan", "run folder; rerunning on an existing run resumes it.")
     steps: Optional[int] = _field(None, "number of generator updates to train for (in total, across resumes); "
                                   "``None``: 2,000 for images, 5,000 for the built-in ``digits``, 6,000 for "
@@ -91,8 +93,9 @@ class TrainConfig:
     d_width: Optional[int] = _field(None, "discriminator width, as ``g_width``.")
     g_depth: int = _field(3, "hidden layers of the MLP generator (2-D data only).")
     d_depth: int = _field(3, "hidden layers of the MLP discriminator (2-D data only).")
-    loss: str = _field("ns", "``ns`` (non-saturating logistic / BCE), ``lsgan`` (least squares), ``hinge`` or "
-                       "``wgan`` (Wasserstein; use with ``gp_weight``).")
+    loss: Optional[str] = _field(None, "``ns`` (non-saturating logistic / BCE), ``lsgan`` (least squares), "
+                                 "``hinge`` or ``wgan`` (Wasserstein; use with ``gp_weight``); ``None``: ``hinge`` "
+                                 "for conditional image models (classes or vectors), ``ns`` otherwise.")
     gp_weight: float = _field(0.0, "WGAN gradient-penalty weight (0 = off).")
     r1_gamma: Optional[float] = _field(None, "R1 penalty weight on real data (0 = off; on, D has no batch norm); "
                                        "``None``: 0 for images, 1 for the built-in ``digits``, 0.03 for 2-D data.")
@@ -123,7 +126,15 @@ class TrainConfig:
     ada_kimg: float = _field(20.0, "thousands of real images over which the adaptive probability can move "
                              "from 0 to 1 (docs/applications.md).")
     conditional: bool = _field(False, "class-conditional G and D (needs a labelled dataset).")
-    spectral_norm: bool = _field(False, "spectral normalisation in D (replaces its batch norm).")
+    class_norm: Optional[bool] = _field(None, "class-conditional images: the label drives G's batch norms "
+                                        "(conditional batch norm) instead of being concatenated to z; ``None``: "
+                                        "on (concatenated, the label dominated G's first batch norm and G "
+                                        "ignored its noise within a class: docs/applications.md).")
+    vector_conditional: bool = _field(False, "G and D conditioned on each image's vector (needs data with "
+                                      "vectors: an .npz holding ``images`` and ``vectors``, or "
+                                      "``digits_vectors``).")
+    spectral_norm: Optional[bool] = _field(None, "spectral normalisation in D (replaces its batch norm); "
+                                           "``None``: on for conditional image models, off otherwise.")
     pack: int = _field(1, "PacGAN packing degree: D judges this many samples at once.")
     mbstd: bool = _field(False, "minibatch standard-deviation feature in D.")
     log_every: int = _field(50, "steps between metric log lines (one host sync each).")
@@ -170,7 +181,7 @@ class TrainConfig:
             if f.name in _NONNEG_FLOATS and v is not None:
                 need(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 and v == v,
                      f"{f.name} must be a non-negative number, got {v!r}")
-        need(self.loss in LOSSES, f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+        need(self.loss is None or self.loss in LOSSES, f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
         need(self.mode in MODES, f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
         need(self.amp in AMPS, f"unknown amp {self.amp!r}; choose one of {', '.join(AMPS)}")
         need(self.dist_backend in ("auto", "nccl", "gloo"),
@@ -187,6 +198,8 @@ class TrainConfig:
         need(0.0 <= self.augment_p <= 1.0, f"augment_p must be in [0, 1], got {self.augment_p}")
         need(0.0 <= self.ada_target < 1.0, f"ada_target must be in [0, 1) (0 = off), got {self.ada_target}")
         need(self.ada_kimg > 0, f"ada_kimg must be positive, got {self.ada_kimg}")
+        need(not (self.conditional and self.vector_conditional),
+             "conditional and vector_conditional exclude each other: condition on classes or on vectors")
         need(self.ada_target == 0 or self.augment_list(),
              "ada_target adapts the probability of the augment policy: give augmentations too "
              "(e.g. --augment translation,cutout,color)")
@@ -265,6 +278,16 @@ class TrainConfig:
                 setattr(c, k, v)
         if c.lr_d is None:
             c.lr_d = c.lr_g
+        # conditional images: a spectral-norm D with the hinge loss, as for projection discriminators (Miyato &
+        # Koyama 2018); with a batch-norm D a G conditioned through its norms did not learn the class
+        # (docs/applications.md)
+        conditional_images = not points and (c.conditional or c.vector_conditional)
+        if c.loss is None:
+            c.loss = "hinge" if conditional_images else "ns"
+        if c.spectral_norm is None:
+            c.spectral_norm = conditional_images
+        if c.class_norm is None:
+            c.class_norm = bool(c.conditional) and not points
         if points:
             c.z_dim = c.z_dim or 2
             c.g_width = c.g_width or 128
@@ -319,7 +342,10 @@ class TrainConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
-        return cls(**with_legacy_values(d))
+        d = with_legacy_values(d)
+        if "class_norm" not in d and d.get("loss") is not None:
+            d = {**d, "class_norm": False}   # a resolved config written before class_norm existed concatenated the label
+        return cls(**d)
 
     def arch_hash(self) -> str:
         """Short hash of :data:`ARCH_FIELDS` (network shapes and training images)."""

@@ -12,6 +12,9 @@ Built-in sets:
 - ``digits``: scikit-learn's 1,797 handwritten 8x8 digits (labels 0..9),
   bicubically upscaled with each block keeping its pixel's mean (so averaging
   an image back to 8x8 gives the real digit), white digit on black, 1 channel.
+- ``digits_vectors``: the same digits (plainly bicubic upscaled), each with a
+  14-number vector (class one-hot and stroke statistics:
+  :mod:`fastgan.stroke_vectors`).
 - ``stacked_digits``: 10,000 RGB images whose channels are three random
   digits (1,000 modes; label 100a + 10b + c), drawn from ``seed``.
 - ``grid25``: 2-D mixture of 25 Gaussians at {-4, -2, 0, 2, 4}^2, std 0.05.
@@ -59,6 +62,7 @@ class GanData:
         mode_std: standard deviation of each mixture component (0.0 for images).
         skipped: image files skipped because they could not be read.
         class_names: label names (index = label) of a labelled folder or a built-in set, else None.
+        vectors: (N, V) float32 conditioning vectors on ``device``, or None.
         device: where everything lives.
 
     Args:
@@ -72,18 +76,21 @@ class GanData:
         mode_std: mixture component std (point data).
         skipped: unreadable files skipped while loading.
         class_names: label names, or None.
+        vectors: (N, V) per-image conditioning vectors, or None.
     """
 
     def __init__(self, kind: str, name: str, device: Union[str, torch.device] = "cpu", *,
                  images: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
                  num_classes: int = 0, modes: Optional[torch.Tensor] = None, mode_std: float = 0.0,
-                 skipped: int = 0, class_names: Optional[list[str]] = None):
+                 skipped: int = 0, class_names: Optional[list[str]] = None,
+                 vectors: Optional[torch.Tensor] = None):
         self.kind, self.name, self.device = kind, name, torch.device(device)
         self.images = images.to(self.device) if images is not None else None
         self.labels = labels.to(self.device, torch.long) if labels is not None else None
         self.num_classes, self.skipped, self.class_names = num_classes, skipped, class_names
         self.modes = modes.to(self.device, torch.float32) if modes is not None else None
         self.mode_std = float(mode_std)
+        self.vectors = vectors.to(self.device, torch.float32) if vectors is not None else None
         if kind == "image":
             self.channels, self.resolution = int(self.images.shape[1]), int(self.images.shape[2])
         else:
@@ -100,6 +107,11 @@ class GanData:
         if self.kind != "points":
             return 1.0
         return float((self.modes.double().pow(2).mean() + self.mode_std ** 2).sqrt())
+
+    @property
+    def vector_dim(self) -> int:
+        """Size of the per-image conditioning vectors (0 when the data has none)."""
+        return int(self.vectors.shape[1]) if self.vectors is not None else 0
 
     @property
     def cpu_threads(self) -> Optional[int]:
@@ -123,17 +135,19 @@ class GanData:
                 f"{self.resolution}, {self.num_classes} classes, on {self.device})")
 
     def sample(self, batch_size: int,
-               generator: Optional[torch.Generator] = None
+               generator: Optional[torch.Generator] = None, condition: str = "labels"
                ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Draw a batch uniformly with replacement (capturable: no host sync).
 
         Args:
             batch_size: samples to draw.
             generator: torch.Generator on ``self.device`` (None: the global RNG).
+            condition: ``"labels"``, or ``"vectors"`` for the images' vectors
+                instead of their labels (the same random draws either way).
 
         Returns:
-            (x, labels): x float32 (B, C, H, W) in [-1, 1] or (B, 2) points;
-            labels (B,) long, or None for unlabelled images.
+            (x, y): x float32 (B, C, H, W) in [-1, 1] or (B, 2) points;
+            y the labels (B,) long (None for unlabelled images), or the vectors (B, V).
         """
         if self.kind == "points":
             k = torch.randint(0, self.modes.shape[0], (batch_size,), generator=generator,
@@ -143,16 +157,20 @@ class GanData:
         idx = torch.randint(0, self.images.shape[0], (batch_size,), generator=generator,
                             device=self.device)                                     # (B,)
         x = self.images[idx].to(torch.float32).div_(127.5).sub_(1.0)               # (B, C, H, W)
+        if condition == "vectors":
+            return x, self.vectors[idx]                                             # (B, V)
         return x, (self.labels[idx] if self.labels is not None else None)
 
 
 def load_data(spec: Any, resolution: Optional[int] = None, device: Union[str, torch.device] = "cpu",
-              seed: int = 0, labels: Optional[torch.Tensor] = None, digits_upscale: str = "block") -> GanData:
+              seed: int = 0, labels: Optional[torch.Tensor] = None, digits_upscale: str = "block",
+              vectors: Any = None) -> GanData:
     """Load a dataset onto ``device``.
 
     Args:
-        spec: a built-in name (``digits``, ``stacked_digits``, ``grid25``,
-            ``ring8``), a folder of .png/.jpg/.jpeg images (searched
+        spec: a built-in name (``digits``, ``digits_vectors``, ``stacked_digits``,
+            ``grid25``, ``ring8``), an ``.npz`` file or a dict holding
+            ``images`` (and optionally ``labels``, ``vectors``), a folder of .png/.jpg/.jpeg images (searched
             recursively; labels from the sub-folder names when the images sit in
             two or more sub-folders), a tensor or numpy array (N, C, H, W) (or
             (N, H, W)) of uint8 or float in [-1, 1], or a torch Dataset yielding
@@ -165,6 +183,7 @@ def load_data(spec: Any, resolution: Optional[int] = None, device: Union[str, to
         digits_upscale: ``block`` (bicubic keeping each block's mean, so the
             images average back to the real 8x8 digits) or ``bicubic`` (plain,
             as runs saved before ``TrainConfig.digits_upscale``); ``digits`` only.
+        vectors: (N, V) float conditioning vectors for a tensor ``spec`` (optional).
 
     Returns:
         The :class:`GanData`.
@@ -177,7 +196,9 @@ def load_data(spec: Any, resolution: Optional[int] = None, device: Union[str, to
     if isinstance(spec, np.ndarray):
         spec = torch.from_numpy(spec)
     if isinstance(spec, torch.Tensor):
-        return _from_tensor(spec, labels, resolution, device, "tensor")
+        return _from_tensor(spec, labels, resolution, device, "tensor", vectors)
+    if isinstance(spec, dict):
+        return _from_arrays(spec, resolution, device, "arrays")
     if isinstance(spec, torch.utils.data.Dataset):
         return _from_dataset(spec, resolution, device)
     if not isinstance(spec, (str, os.PathLike)):
@@ -195,6 +216,21 @@ def load_data(spec: Any, resolution: Optional[int] = None, device: Union[str, to
         images, y = _digits(resolution or DEFAULT_BUILTIN_RESOLUTION, block_means=digits_upscale == "block")
         return GanData("image", "digits", device, images=images, labels=y, num_classes=10,
                        class_names=[str(i) for i in range(10)])
+    if s == "digits_vectors":  # plain bicubic, as its demo was measured (docs/applications.md)
+        from .stroke_vectors import digit_vectors
+
+        images, y = _digits(resolution or DEFAULT_BUILTIN_RESOLUTION)
+        return GanData("image", s, device, images=images, labels=y, num_classes=10,
+                       class_names=[str(i) for i in range(10)], vectors=digit_vectors()[0])
+    if s.lower().endswith(".npz"):
+        if not Path(s).is_file():
+            raise DataError(f"data file '{s}' does not exist")
+        try:
+            with np.load(s, allow_pickle=False) as f:
+                arrays = {k: f[k] for k in f.files}
+        except (OSError, ValueError) as e:
+            raise DataError(f"cannot read '{s}' as an .npz file ({type(e).__name__}: {e})") from None
+        return _from_arrays(arrays, resolution, device, Path(s).stem)
     if s == "stacked_digits":
         images, y = _stacked_digits(resolution or DEFAULT_BUILTIN_RESOLUTION, seed)
         return GanData("image", "stacked_digits", device, images=images, labels=y, num_classes=1000,
@@ -275,8 +311,32 @@ def _stacked_digits(resolution: int, seed: int) -> tuple[torch.Tensor, torch.Ten
 
 
 # ------------------------------------------------------------ tensors, Datasets
+def _from_arrays(arrays: dict, resolution: Optional[int], device: Union[str, torch.device], name: str) -> GanData:
+    """Images (and labels, vectors) from a dict of arrays, as an .npz file holds them."""
+    unknown = sorted(set(arrays) - {"images", "labels", "vectors"})
+    if "images" not in arrays or unknown:
+        raise DataError(f"an .npz data file must hold 'images' (and optionally 'labels', 'vectors'); "
+                        f"it holds {', '.join(sorted(arrays)) or 'nothing'}")
+    return _from_tensor(torch.as_tensor(np.asarray(arrays["images"])), arrays.get("labels"), resolution, device,
+                        name, arrays.get("vectors"))
+
+
+def _check_vectors(vectors: Optional[Any], n: int) -> Optional[torch.Tensor]:
+    if vectors is None:
+        return None
+    v = torch.as_tensor(np.asarray(vectors))
+    if v.ndim != 2 or v.shape[0] != n or v.shape[1] == 0 or not (v.is_floating_point() or v.dtype.is_signed
+                                                                    or v.dtype == torch.uint8):
+        raise DataError(f"vectors must be numbers shaped ({n}, V), one row per image, got {v.dtype} "
+                        f"with shape {tuple(v.shape)}")
+    v = v.to(torch.float32)
+    if not torch.isfinite(v).all():
+        raise DataError(f"vectors hold {int((~torch.isfinite(v)).sum())} NaN or infinite values")
+    return v
+
+
 def _from_tensor(x: torch.Tensor, labels: Optional[Any], resolution: Optional[int],
-                 device: Union[str, torch.device], name: str) -> GanData:
+                 device: Union[str, torch.device], name: str, vectors: Optional[Any] = None) -> GanData:
     if x.ndim == 3:
         x = x[:, None]                                                       # (N, 1, H, W)
     if x.ndim != 4:
@@ -294,7 +354,8 @@ def _from_tensor(x: torch.Tensor, labels: Optional[Any], resolution: Optional[in
                         f"{', '.join(map(str, RESOLUTIONS))}) to crop and resize them")
     x = _fit(x, target)
     y, num_classes = _check_labels(labels, x.shape[0])
-    return GanData("image", name, device, images=x, labels=y, num_classes=num_classes)
+    return GanData("image", name, device, images=x, labels=y, num_classes=num_classes,
+                   vectors=_check_vectors(vectors, x.shape[0]))
 
 
 def _to_uint8(x: torch.Tensor) -> torch.Tensor:

@@ -102,11 +102,13 @@ def plot_points(points: ArrayLike, path: Union[str, Path], modes: Optional[Array
 
 
 def write_samples(x: ArrayLike, out: Union[str, Path], *, labels: Optional[ArrayLike] = None,
-                  modes: Optional[ArrayLike] = None, nrow: Optional[int] = None) -> list[Path]:
+                  modes: Optional[ArrayLike] = None, nrow: Optional[int] = None,
+                  vectors: Optional[ArrayLike] = None) -> list[Path]:
     """Write samples where ``out`` says, the format chosen by its suffix.
 
     ``.png``: one grid image (a scatter plot for 2-D points); ``.npy``: the raw
-    array (floats as generated); ``.npz``: arrays ``samples`` (and ``labels``);
+    array (floats as generated); ``.npz``: arrays ``samples`` (and ``labels``
+    or ``vectors``);
     a path ending in ``/`` or an existing folder: one PNG per image.
 
     Args:
@@ -115,6 +117,7 @@ def write_samples(x: ArrayLike, out: Union[str, Path], *, labels: Optional[Array
         labels: optional (N,) class labels, stored in ``.npz`` files.
         modes: optional (K, 2) mixture centres drawn on point plots.
         nrow: images per row of a ``.png`` grid (default: a square grid).
+        vectors: optional (N, V) conditioning vectors, stored in ``.npz`` files.
 
     Returns:
         The paths written.
@@ -130,6 +133,8 @@ def write_samples(x: ArrayLike, out: Union[str, Path], *, labels: Optional[Array
         arrays = {"samples": a}
         if labels is not None:
             arrays["labels"] = _as_numpy(labels)
+        if vectors is not None:
+            arrays["vectors"] = _as_numpy(vectors)
         atomic_write(path, lambda f: np.savez(f, **arrays))
     elif a.ndim == 2:
         plot_points(a, path, modes=modes)

@@ -61,7 +61,8 @@ def check_sample_output(n: int, sample_shape: tuple[int, ...], out: Union[str, P
 
 def write_sample_batches(batches: Iterable[ArrayLike], n: int, sample_shape: tuple[int, ...],
                          out: Union[str, Path], *, labels: Optional[ArrayLike] = None,
-                         modes: Optional[ArrayLike] = None, nrow: Optional[int] = None) -> list[Path]:
+                         modes: Optional[ArrayLike] = None, nrow: Optional[int] = None,
+                         vectors: Optional[ArrayLike] = None) -> list[Path]:
     """Write ``n`` samples arriving in batches, streamed where the format allows.
 
     Args:
@@ -72,6 +73,7 @@ def write_sample_batches(batches: Iterable[ArrayLike], n: int, sample_shape: tup
         labels: optional (n,) class labels, stored in ``.npz`` files.
         modes: optional (K, 2) mixture centres drawn on point plots.
         nrow: images per grid row.
+        vectors: optional (n, V) conditioning vectors, stored in ``.npz`` files.
 
     Returns:
         The paths written (one per image for a folder).
@@ -90,7 +92,7 @@ def write_sample_batches(batches: Iterable[ArrayLike], n: int, sample_shape: tup
         if kind == "dir":
             return write_png_folder(batches, path, n)
         x = np.concatenate([_as_numpy(b) for b in batches])
-        return write_samples(x, out, labels=labels, modes=modes, nrow=nrow)
+        return write_samples(x, out, labels=labels, modes=modes, nrow=nrow, vectors=vectors)
     except StorageError:
         raise
     except OSError as e:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterator, Optional, Sequence, Union
 
 import torch
@@ -93,7 +94,8 @@ def check_labels(labels, n: int, num_classes: int) -> Optional[torch.Tensor]:
 
 
 def generate_batches(G: nn.Module, n: int, *, z_dim: int, seed: int = 0, labels=None, num_classes: int = 0,
-                     device: torch.device | str = "cpu", batch_size: int = 256) -> Iterator[torch.Tensor]:
+                     device: torch.device | str = "cpu", batch_size: int = 256, vectors=None,
+                     vector_dim: int = 0) -> Iterator[torch.Tensor]:
     """Generate ``n`` samples batch by batch on the CPU (memory bounded by one batch, whatever ``n``).
 
     Arguments are checked now; the batches are drawn as they are consumed.
@@ -108,11 +110,16 @@ def generate_batches(G: nn.Module, n: int, *, z_dim: int, seed: int = 0, labels=
         num_classes: classes of the generator (0 = unconditional).
         device: device the generator lives on.
         batch_size: samples per forward pass.
+        vectors: conditioning vectors of a vector-conditioned generator (see :func:`check_vectors`).
+        vector_dim: the generator's vector size (0 = not vector-conditioned).
     """
     if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
         raise ConfigError(f"n must be a positive integer, got {n!r}")
     device = torch.device(device)
     y = check_labels(labels, n, num_classes)
+    v = check_vectors(vectors, n, vector_dim)
+    if v is not None:  # G's second argument: the labels or the vectors
+        y = v
 
     @torch.no_grad()
     def draw() -> Iterator[torch.Tensor]:
@@ -130,8 +137,88 @@ def generate_batches(G: nn.Module, n: int, *, z_dim: int, seed: int = 0, labels=
     return draw()
 
 
+def read_vectors(spec: str) -> torch.Tensor:
+    """Conditioning vectors named on the command line: a ``.npy`` file, an ``.npz`` file's ``vectors``
+    array, or numbers written out (``"0.1,0.2,0.3"``; rows separated by ``;``).
+
+    Args:
+        spec: the file name or the numbers.
+
+    Returns:
+        A float32 tensor ``(N, V)`` (or ``(V,)`` for one vector); its size is checked by :func:`check_vectors`.
+    """
+    import numpy as np
+
+    path = Path(spec)
+    if path.suffix.lower() in (".npy", ".npz"):
+        if not path.is_file():
+            raise ConfigError(f"vectors file '{spec}' does not exist")
+        try:
+            loaded = np.load(path, allow_pickle=False)
+            if path.suffix.lower() == ".npz":
+                with loaded as f:
+                    loaded = f["vectors"]
+            arr = np.asarray(loaded)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"cannot read vectors from '{spec}' ({type(e).__name__}: {e})") from None
+        except KeyError:
+            raise ConfigError(f"'{spec}' holds no array named 'vectors'") from None
+        if arr.dtype.kind not in "fiu":
+            raise ConfigError(f"vectors in '{spec}' must be numbers, got dtype {arr.dtype}")
+        return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    try:
+        rows = [[float(t) for t in row.split(",")] for row in spec.split(";") if row.strip()]
+    except ValueError:
+        raise ConfigError(f"--vectors takes a .npy or .npz file, or numbers such as 0.1,0.2;0.3,0.4; "
+                          f"got {spec!r:.60}") from None
+    if not rows or len({len(r) for r in rows}) != 1:
+        raise ConfigError(f"vectors written out must be rows of the same length, got {spec!r:.60}")
+    return torch.tensor(rows if len(rows) > 1 else rows[0], dtype=torch.float32)
+
+
+def check_vectors(vectors, n: int, vector_dim: int) -> Optional[torch.Tensor]:
+    """Validate conditioning vectors for a vector-conditioned generator.
+
+    Args:
+        vectors: ``None`` (refused when ``vector_dim > 0``), one vector ``(V,)``
+            for every sample, or ``(n, V)``.
+        n: number of samples.
+        vector_dim: the generator's vector size V (0 = not vector-conditioned).
+
+    Returns:
+        float32 ``(n, V)`` on the CPU, or ``None``.
+    """
+    if not vector_dim:
+        if vectors is not None:
+            raise ConfigError("vectors were given but the generator is not conditioned on vectors")
+        return None
+    if vectors is None:
+        raise ConfigError(f"this generator is conditioned on {vector_dim}-number vectors: pass vectors "
+                          f"({n}, {vector_dim}) (--vectors FILE.npy on the command line)")
+    try:
+        v = torch.as_tensor(vectors).detach().cpu()
+    except (TypeError, ValueError, RuntimeError):
+        raise ConfigError(f"vectors must be an array of numbers, got {type(vectors).__name__}") from None
+    if v.is_complex() or v.dtype == torch.bool or not (v.is_floating_point() or v.dtype.is_signed
+                                                       or v.dtype == torch.uint8):
+        raise ConfigError(f"vectors must hold numbers, got dtype {v.dtype}")
+    if v.ndim == 1:
+        v = v.reshape(1, -1)
+    if v.ndim != 2 or v.shape[1] != vector_dim:
+        raise ConfigError(f"vectors must have {vector_dim} numbers each, got shape {tuple(v.shape)}")
+    if v.shape[0] == 1:
+        v = v.expand(n, vector_dim)
+    if v.shape[0] != n:
+        raise ConfigError(f"expected {n} vectors, got {v.shape[0]}")
+    v = v.to(torch.float32).contiguous()
+    if not torch.isfinite(v).all():
+        raise ConfigError(f"vectors hold {int((~torch.isfinite(v)).sum())} NaN or infinite values")
+    return v
+
+
 def generate(G: nn.Module, n: int, *, z_dim: int, seed: int = 0, labels=None, num_classes: int = 0,
-             device: torch.device | str = "cpu", batch_size: int = 256) -> torch.Tensor:
+             device: torch.device | str = "cpu", batch_size: int = 256, vectors=None,
+             vector_dim: int = 0) -> torch.Tensor:
     """Generate ``n`` samples on the CPU with a seeded noise generator on ``device``.
 
     Args:
@@ -143,14 +230,18 @@ def generate(G: nn.Module, n: int, *, z_dim: int, seed: int = 0, labels=None, nu
         num_classes: classes of the generator (0 = unconditional).
         device: device the generator lives on.
         batch_size: samples per forward pass.
+        vectors: conditioning vectors of a vector-conditioned generator (see :func:`check_vectors`).
+        vector_dim: the generator's vector size (0 = not vector-conditioned).
     """
     return torch.cat(list(generate_batches(G, n, z_dim=z_dim, seed=seed, labels=labels, num_classes=num_classes,
-                                           device=device, batch_size=batch_size)))
+                                           device=device, batch_size=batch_size, vectors=vectors,
+                                           vector_dim=vector_dim)))
 
 
 @torch.no_grad()
 def recompute_standing_stats(G: nn.Module, *, z_dim: int, batch_size: int, num_classes: int = 0, seed: int = 0,
-                             batches: int = 16, device: torch.device | str = "cpu") -> None:
+                             batches: int = 16, device: torch.device | str = "cpu",
+                             vectors: Optional[torch.Tensor] = None) -> None:
     """Give a generator batch-norm statistics of its own weights (used for the EMA generator).
 
     EMA weights never run forward during training, so their running
@@ -166,6 +257,8 @@ def recompute_standing_stats(G: nn.Module, *, z_dim: int, batch_size: int, num_c
         seed: noise seed.
         batches: forward passes averaged.
         device: device the generator lives on.
+        vectors: for a vector-conditioned generator, the (N, V) pool its
+            conditioning vectors are drawn from (the training data's, on ``device``).
     """
     norms = [m for m in G.modules() if getattr(m, "running_mean", None) is not None and hasattr(m, "momentum")]
     if not norms:
@@ -184,6 +277,8 @@ def recompute_standing_stats(G: nn.Module, *, z_dim: int, batch_size: int, num_c
         z = torch.randn(batch_size, z_dim, device=device, generator=g)
         if num_classes:
             labels = torch.randint(num_classes, (batch_size,), device=device, generator=g)
+        if vectors is not None:
+            labels = vectors[torch.randint(len(vectors), (batch_size,), device=device, generator=g)]
         G(z, labels)
     for m, mom in zip(norms, saved):
         m.momentum = mom

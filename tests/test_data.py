@@ -107,8 +107,10 @@ def test_empty_missing_and_not_a_folder(tmp_path, monkeypatch):
         load_data("mnist")
     with pytest.raises(DataError, match="empty string"):
         load_data("")
-    with pytest.raises(DataError, match="cannot load data from a dict"):
-        load_data({"images": 1})
+    with pytest.raises(DataError, match="cannot load data from a set"):
+        load_data({1, 2})
+    with pytest.raises(DataError, match=r"image tensor must have shape \(N, C, H, W\)"):
+        load_data({"images": 1})   # a dict holds arrays as an .npz file does
 
 
 def test_errors_are_one_line(tmp_path):

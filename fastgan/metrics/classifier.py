@@ -184,6 +184,42 @@ def train_digits_classifier(seed: int = 0, epochs: int = 16) -> DigitsClassifier
     variants = [x, _resampled(x, 32, "bilinear")]
     x_train = torch.cat(variants).clamp(-1, 1)
     y_train = y.repeat(len(variants))
+    model = _seeded_fit(x_train, y_train, epochs, seed)
+    with torch.no_grad():
+        model.feature_scale.fill_(model.body(x_train).pow(2).mean().sqrt().item())
+    model.accuracy = accuracy_of(model, images[test_idx], labels[test_idx])
+    return model
+
+
+def fit_digits_classifier(images: torch.Tensor, labels: torch.Tensor, *, steps: int = 800, seed: int = 0,
+                          batch: int = 128) -> DigitsClassifier:
+    """A fresh :class:`DigitsClassifier` trained on the given images only, with the cached one's recipe.
+
+    For experiments that ask what a training set is worth (a classifier trained
+    on synthetic digits, tested on real ones). Training runs whole epochs until
+    at least ``steps`` mini-batches, so small and large sets get about the same
+    number of updates. The global RNG state and thread count are left untouched.
+
+    Args:
+        images: (N, 1, H, W) digits in [-1, 1] (brought to 8x8 first, as the model reads them).
+        labels: (N,) digits 0..9.
+        steps: mini-batch updates, at least.
+        seed: seed of initialisation, order and jitter.
+        batch: images per mini-batch.
+
+    Returns:
+        The model in eval mode (``accuracy`` unset: measure it with :func:`accuracy_of`).
+    """
+    x = DigitsClassifier.to_native(images).clamp(-1, 1)
+    y = torch.as_tensor(labels).long()
+    if len(x) != len(y) or len(x) == 0:
+        raise DataError(f"need one label per image, got {len(x)} images and {len(y)} labels")
+    epochs = max(1, -(-steps // -(-len(x) // batch)))
+    return _seeded_fit(x, y, epochs, seed, batch)
+
+
+def _seeded_fit(x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int, batch: int = 128) -> DigitsClassifier:
+    """:func:`_fit` seeded with ``seed``, in one thread, leaving the global RNG and thread count as they were."""
     threads = torch.get_num_threads()
     # NOTE: one thread: these layers are too small to split, and on a busy
     # 2-core machine two threads took 69 s where one took 10 s.
@@ -191,14 +227,10 @@ def train_digits_classifier(seed: int = 0, epochs: int = 16) -> DigitsClassifier
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = _fit(x_train, y_train, epochs, torch.Generator().manual_seed(seed))
+            model = _fit(x, y, epochs, torch.Generator().manual_seed(seed), batch=batch)
     finally:
         torch.set_num_threads(threads)
-    model.eval()
-    with torch.no_grad():
-        model.feature_scale.fill_(model.body(x_train).pow(2).mean().sqrt().item())
-    model.accuracy = accuracy_of(model, images[test_idx], labels[test_idx])
-    return model
+    return model.eval()
 
 
 def _fit(x: torch.Tensor, y: torch.Tensor, epochs: int, g: torch.Generator, batch: int = 128) -> DigitsClassifier:

@@ -119,17 +119,27 @@ def _real_samples(data, n: int, seed: int) -> torch.Tensor:
     return data.images[idx.to(data.images.device)].cpu().float().div_(127.5).sub_(1.0)
 
 
-def _generate(G, n: int, seed: int, device) -> torch.Tensor:
+def _generate(G, n: int, seed: int, device, vector_pool: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``n`` samples of a generator: an nn.Module (fastgan's or the user's), an
-    ONNX Runtime generator (``.run(z, labels)``) or any callable ``(z, labels) -> x``."""
+    ONNX Runtime generator (``.run(z, labels)``) or any callable ``(z, labels) -> x``.
+    A vector-conditioned generator gets vectors drawn (seeded) from ``vector_pool``."""
     from ..sampling import check_labels, generate
 
     z_dim = getattr(G, "z_dim", None)
     if not isinstance(z_dim, int) or z_dim <= 0:
         raise ConfigError("the generator must have a positive integer attribute z_dim")
     num_classes = int(getattr(G, "num_classes", 0) or 0)
+    vector_dim = int(getattr(G, "vector_dim", 0) or 0)
+    vectors = None
+    if vector_dim:
+        if vector_pool is None:
+            raise ConfigError("a vector-conditioned generator is evaluated on data with vectors "
+                              "(e.g. digits_vectors)")
+        pick = torch.randint(len(vector_pool), (n,), generator=torch.Generator().manual_seed(seed + 2))
+        vectors = vector_pool.cpu()[pick]
     if isinstance(G, torch.nn.Module):
-        return generate(G, n, z_dim=z_dim, seed=seed, num_classes=num_classes, device=device)
+        return generate(G, n, z_dim=z_dim, seed=seed, num_classes=num_classes, device=device, vectors=vectors,
+                        vector_dim=vector_dim)
     run = getattr(G, "run", None) or G
     if not callable(run):
         raise ConfigError(f"cannot sample from a {type(G).__name__}: pass an nn.Module or an OnnxGenerator")
@@ -139,7 +149,11 @@ def _generate(G, n: int, seed: int, device) -> torch.Tensor:
     for s in range(0, n, 256):
         z = torch.randn(min(256, n - s), z_dim, generator=g)
         lab = None if y is None else y[s:s + len(z)]
-        if hasattr(G, "run"):  # ONNX Runtime: numpy in, numpy out
+        if vectors is not None:
+            lab = vectors[s:s + len(z)]
+        if hasattr(G, "run") and vectors is not None:   # ONNX Runtime: numpy in, numpy out
+            out.append(torch.as_tensor(run(z.numpy(), vectors=lab.numpy())))
+        elif hasattr(G, "run"):
             out.append(torch.as_tensor(run(z.numpy(), None if lab is None else lab.numpy())))
         else:
             out.append(torch.as_tensor(run(z, lab)).detach().cpu())
@@ -228,7 +242,7 @@ def evaluate(G, data, metrics: Union[None, str, Sequence[str]] = None, n: Option
     n = DEFAULT_N[data_family(data)] if n is None else n
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise ConfigError(f"n must be an integer >= 2, got {n!r}")
-    fake = _generate(G, n, seed, device)
+    fake = _generate(G, n, seed, device, getattr(data, "vectors", None))
     return evaluate_samples(fake, data, names, seed=seed, features=features, device=device)
 
 

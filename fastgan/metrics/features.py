@@ -31,7 +31,7 @@ def data_family(data) -> str:
     """
     if data.kind == "points":
         return "points"
-    if data.name == "digits" and data.channels == 1 and data.num_classes == 10:
+    if data.name in ("digits", "digits_vectors") and data.channels == 1 and data.num_classes == 10:
         return "digits"
     if data.name == "stacked_digits" and data.channels == 3 and data.num_classes == 1000:
         return "stacked_digits"

@@ -31,7 +31,7 @@ def discriminator_norm(cfg: TrainConfig) -> str:
 
 
 def build_models(cfg: TrainConfig, channels: int, num_classes: int,
-                 points: bool, point_scale: float = 1.0) -> tuple[nn.Module, nn.Module]:
+                 points: bool, point_scale: float = 1.0, vector_dim: int = 0) -> tuple[nn.Module, nn.Module]:
     """Build the generator and discriminator a config asks for.
 
     Args:
@@ -42,6 +42,8 @@ def build_models(cfg: TrainConfig, channels: int, num_classes: int,
         points: True for 2-D point data (MLP networks), False for images (DCGAN).
         point_scale: coordinate scale of point data (see ``GanData.scale``):
             both MLPs work on points divided by it.
+        vector_dim: size of the data's conditioning vectors; used only when
+            ``cfg.vector_conditional`` is set.
 
     Returns:
         (G, D), freshly initialised on the CPU (the global torch RNG draws the
@@ -50,6 +52,10 @@ def build_models(cfg: TrainConfig, channels: int, num_classes: int,
     if cfg.conditional and num_classes <= 0:
         raise ConfigError("conditional=True needs a labelled dataset, but this one has no labels")
     n = num_classes if cfg.conditional else 0
+    v = vector_dim if cfg.vector_conditional else 0
+    if cfg.vector_conditional and (points or vector_dim <= 0):
+        raise ConfigError("vector_conditional=True needs images with one vector each (an .npz of images and "
+                          "vectors, or digits_vectors)")
     if cfg.z_dim is None or cfg.g_width is None or cfg.d_width is None:
         raise ConfigError("build_models needs a resolved config (call cfg.resolved() first)")
     if points:
@@ -63,10 +69,10 @@ def build_models(cfg: TrainConfig, channels: int, num_classes: int,
     if channels not in (1, 3):
         raise ConfigError(f"images must have 1 or 3 channels, got {channels}")
     G = DCGANGenerator(z_dim=cfg.z_dim, img_size=cfg.resolution, channels=channels,
-                       width=cfg.g_width, num_classes=n)
+                       width=cfg.g_width, num_classes=n, vector_dim=v, class_norm=bool(cfg.class_norm))
     D = DCGANDiscriminator(img_size=cfg.resolution, channels=channels, width=cfg.d_width,
                            num_classes=n, spectral_norm=cfg.spectral_norm,
-                           norm=discriminator_norm(cfg), pack=cfg.pack, mbstd=cfg.mbstd)
+                           norm=discriminator_norm(cfg), pack=cfg.pack, mbstd=cfg.mbstd, vector_dim=v)
     return G, D
 
 

@@ -80,18 +80,18 @@ def pack_samples(x: torch.Tensor, pack: int) -> torch.Tensor:
 
 
 def first_of_pack(labels: Optional[torch.Tensor], pack: int) -> Optional[torch.Tensor]:
-    """The label of the first sample of each pack.
+    """The label (or conditioning vector) of the first sample of each pack.
 
     Args:
-        labels: (B,) long class indices, or None.
+        labels: (B,) long class indices, (B, V) vectors, or None.
         pack: samples per packed input.
 
     Returns:
-        (B // pack,) labels, or None.
+        (B // pack,) labels or (B // pack, V) vectors, or None.
     """
     if labels is None or pack == 1:
         return labels
-    return labels.reshape(-1, pack)[:, 0]
+    return labels.reshape(-1, pack, *labels.shape[1:])[:, 0]
 
 
 def mbstd_group_size(batch: int, group: int = MBSTD_GROUP) -> int:

@@ -80,13 +80,18 @@ class NoiseToImage(Task):
         if points and cfg.augment_list():
             raise ConfigError("image augmentations do not apply to 2-D point data; leave augment empty")
         self.num_classes = self.data.num_classes if cfg.conditional else 0
+        self.vector_dim = self.data.vector_dim if cfg.vector_conditional else 0
+        if cfg.vector_conditional and not self.vector_dim:
+            raise ConfigError("vector_conditional=True needs a vector per image: an .npz holding images and "
+                              "vectors, or the built-in digits_vectors")
+        self._condition = "vectors" if self.vector_dim else "labels"   # what data.sample returns beside images
         if cfg.eval_every:  # unknown or inapplicable metrics are refused now, not at the first evaluation
             check_metrics(self.data, cfg.eval_metrics)
 
         # ---- networks (seeded), EMA copy, optimisers
         torch.manual_seed(cfg.seed)
         G, D = build_models(cfg, channels=self.data.channels, num_classes=self.num_classes, points=points,
-                            point_scale=self.data.scale)
+                            point_scale=self.data.scale, vector_dim=self.vector_dim)
         self.G: nn.Module = (generator if generator is not None else G).to(device)
         self.D: nn.Module = (discriminator if discriminator is not None else D).to(device)
         if generator is not None or discriminator is not None:  # networks the user brought: their shapes, once
@@ -148,14 +153,15 @@ class NoiseToImage(Task):
         return self.streams.each(lambda part, g: apply_augment(part, policy, p, generator=g), x)
 
     def _real_batch(self) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        real, labels = self.streams.draw(self.data.sample)
+        real, labels = self.streams.draw(lambda n, g: self.data.sample(n, g, self._condition))
         return self.engine.to_layout(real), labels
 
     def _noise(self) -> torch.Tensor:
         return self.streams.draw(lambda n, g: torch.randn(n, self.z_dim, device=self.device, generator=g))
 
-    def _labels(self, labels: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-        return labels if self.num_classes else None
+    def _labels(self, y: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """The condition G and D take: the labels or vectors ``data.sample`` drew, or None when unconditional."""
+        return y if (self.num_classes or self.vector_dim) else None
 
     def _g_forward(self, z: torch.Tensor, y: Optional[torch.Tensor]) -> torch.Tensor:
         with self.engine.autocast():
@@ -324,7 +330,8 @@ class NoiseToImage(Task):
             return
         recompute_standing_stats(self.G_ema, z_dim=self.z_dim, batch_size=self.cfg.batch_size,
                                  num_classes=self.num_classes, seed=self.cfg.seed + GRID_SEED_OFFSET + 1,
-                                 batches=STANDING_STATS_BATCHES, device=self.device)
+                                 batches=STANDING_STATS_BATCHES, device=self.device,
+                                 vectors=self.data.vectors if self.vector_dim else None)
         self._ema_stats_stale = False
 
     def ema_generator(self) -> nn.Module:
@@ -334,7 +341,8 @@ class NoiseToImage(Task):
             return self.G_ema
         return self.G
 
-    def sample(self, n: int, seed: Optional[int] = None, labels=None, batch_size: int = 256) -> torch.Tensor:
+    def sample(self, n: int, seed: Optional[int] = None, labels=None, batch_size: int = 256,
+               vectors=None) -> torch.Tensor:
         """Generate ``n`` samples on the CPU: (n, C, H, W) in [-1, 1], or (n, 2) for 2-D data.
 
         Args:
@@ -343,10 +351,13 @@ class NoiseToImage(Task):
             labels: class labels for a conditional model: an int or ``n`` ints
                 (default: classes in turn).
             batch_size: samples generated per forward pass.
+            vectors: for a vector-conditioned model (required): ``(n, V)``
+                vectors, or one ``(V,)`` vector for every sample.
         """
         return generate(self.ema_generator(), n, z_dim=self.z_dim,
                         seed=self.cfg.seed if seed is None else seed, labels=labels,
-                        num_classes=self.num_classes, device=self.device, batch_size=batch_size)
+                        num_classes=self.num_classes, device=self.device, batch_size=batch_size,
+                        vectors=vectors, vector_dim=self.vector_dim)
 
     def save_samples(self, path: Path) -> None:
         """A fixed-noise grid of 64 images, or a scatter plot of 2,000 points over the mixture's centres.
@@ -357,7 +368,10 @@ class NoiseToImage(Task):
         if self.data.kind == "points":
             plot_points(self.sample(2000, seed=self.cfg.seed + GRID_SEED_OFFSET), path, modes=self.data.modes)
         else:
-            save_image_grid(self.sample(64, seed=self.cfg.seed + GRID_SEED_OFFSET), path, nrow=8)
+            vectors = None
+            if self.vector_dim:  # the vectors of 64 training images spread through the data
+                vectors = self.data.vectors[torch.linspace(0, len(self.data) - 1, 64).long().to(self.device)]
+            save_image_grid(self.sample(64, seed=self.cfg.seed + GRID_SEED_OFFSET, vectors=vectors), path, nrow=8)
 
     def evaluate(self) -> dict[str, Any]:
         """``cfg.eval_metrics`` of the EMA generator against the training data (:func:`fastgan.metrics.evaluate`)."""
