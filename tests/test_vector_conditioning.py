@@ -126,6 +126,17 @@ def test_vector_config_is_checked(tmp_path):
         Trainer(tiny_images(tmp_path / "r", data=str(tmp_path / "missing.npz"), vector_conditional=True))
 
 
+def test_networks_the_user_brings_are_checked_with_vectors(tmp_path):
+    data = _npz(tmp_path / "d.npz")
+    D = DCGANDiscriminator(img_size=16, channels=1, width=8, vector_dim=V)
+    G = DCGANGenerator(z_dim=16, img_size=16, channels=1, width=8, vector_dim=V)
+    Trainer(_cfg(tmp_path / "ok", data), generator=G, discriminator=D)        # given vectors, both pass
+    wrong = DCGANGenerator(z_dim=16, img_size=16, channels=1, width=8, vector_dim=V + 1)
+    with pytest.raises(ConfigError, match=rf"generator fails on latents of shape \(2, 16\) and vectors of shape "
+                                          rf"\(2, {V}\)"):
+        Trainer(_cfg(tmp_path / "bad", data), generator=wrong, discriminator=D)
+
+
 # ----------------------------------------------------------------------------- training, sampling
 def test_trainer_samples_from_vectors_and_refuses_bad_ones(vec_run, tmp_path):
     tr = Trainer(_cfg(vec_run, vec_run.parent / "data.npz", steps=3, ckpt_every=0))

@@ -38,7 +38,7 @@ def _first_line(e: Exception) -> str:
 
 @torch.no_grad()
 def check_networks(G: nn.Module, D: nn.Module, *, z_dim: int, num_classes: int, sample_shape: tuple[int, ...],
-                   pack: int = 1, device: Optional[torch.device] = None) -> None:
+                   pack: int = 1, device: Optional[torch.device] = None, vector_dim: int = 0) -> None:
     """Run G and D once on a small batch and check every shape against the contract above.
 
     Nothing changes: both run in eval mode (restored afterwards), without
@@ -53,6 +53,7 @@ def check_networks(G: nn.Module, D: nn.Module, *, z_dim: int, num_classes: int, 
         sample_shape: shape of one sample, (C, H, W) or (2,).
         pack: PacGAN packing degree (D gives one logit per ``pack`` samples).
         device: where both networks live.
+        vector_dim: size of the conditioning vectors of a vector-conditioned model (0: none).
 
     Raises:
         ConfigError: a network fails on the batch or returns the wrong shape.
@@ -68,6 +69,10 @@ def check_networks(G: nn.Module, D: nn.Module, *, z_dim: int, num_classes: int, 
             z = torch.randn(B, z_dim, device=device, generator=g)
             y = torch.arange(B, device=device) % num_classes if num_classes else None
             given = f"latents of shape {tuple(z.shape)}" + (f" and {B} labels" if y is not None else "")
+            if vector_dim:
+                y = torch.randn(B, vector_dim, device=device, generator=g)
+                given = f"latents of shape {tuple(z.shape)} and vectors of shape {tuple(y.shape)}"
+
             try:
                 x = G(z, y)
             except Exception as e:  # any failure of user code: said in one line

@@ -96,7 +96,7 @@ class NoiseToImage(Task):
         self.D: nn.Module = (discriminator if discriminator is not None else D).to(device)
         if generator is not None or discriminator is not None:  # networks the user brought: their shapes, once
             check_networks(self.G, self.D, z_dim=int(getattr(self.G, "z_dim", cfg.z_dim)),
-                           num_classes=self.num_classes, pack=cfg.pack, device=device,
+                           num_classes=self.num_classes, pack=cfg.pack, device=device, vector_dim=self.vector_dim,
                            sample_shape=(2,) if points else (self.data.channels, cfg.resolution, cfg.resolution))
         engine.prepare_networks(self.G, self.D)  # memory format, kernels (before the EMA copy)
         self.custom_generator = generator is not None
