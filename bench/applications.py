@@ -31,6 +31,15 @@ reused when a command is run again, so an interrupted experiment continues):
     python bench/applications.py vector --out bench/results/applications-vector-demo.json \
         --figure docs/vector_demo.png
 
+With the built-in digits' own defaults (``--recipe digits``, run folders apart):
+
+    python bench/applications.py cas --recipe digits --steps 5000 --work runs/applications-digits \
+        --out bench/results/applications-cas-digits-defaults.json
+    python bench/applications.py demo --recipe digits --steps 5000 --work runs/applications-digits \
+        --out bench/results/applications-conditional-demo-digits-defaults.json
+    python bench/applications.py gain --recipe digits --steps 1000 --work runs/applications-digits \
+        --out bench/results/applications-augmentation-gain-digits-defaults.json
+
 Classifiers are :func:`fastgan.metrics.classifier.fit_digits_classifier`
 (the digits classifier's architecture and recipe, fresh weights, at least
 ``--clf_steps`` updates); real digits are scikit-learn's 8x8 images, synthetic
@@ -63,12 +72,16 @@ DCGAN_SETTINGS = {"lr_g": 2e-4, "beta1": 0.5, "beta2": 0.999, "r1_gamma": 0.0}
 
 
 # ----------------------------------------------------------------------------- data
-def digits():
-    """(images 16 px uint8 as fastgan trains on them, native 8x8 in [-1, 1], labels, train idx, test idx)."""
+def digits(recipe: str = "dcgan"):
+    """(images 16 px uint8 as fastgan trains on them, native 8x8 in [-1, 1], labels, train idx, test idx).
+
+    Args:
+        recipe: ``dcgan`` (plainly bicubic-upscaled digits) or ``digits`` (the built-in digits' default upscaling).
+    """
     from fastgan.data import load_data
     from fastgan.metrics.classifier import digits_tensors, held_out_split
 
-    d16 = load_data("digits", resolution=16, digits_upscale="bicubic")
+    d16 = load_data("digits", resolution=16, digits_upscale="bicubic" if recipe == "dcgan" else "block")
     native, labels = digits_tensors()
     train_idx, test_idx = held_out_split(labels, fraction=0.2, seed=0)
     return d16, native, labels, train_idx, test_idx
@@ -106,7 +119,8 @@ def mean_se(values: list[float]) -> dict:
 
 
 # ----------------------------------------------------------------------------- training a GAN
-def train_gan(out: Path, images, labels, *, steps: int, conditional: bool, seed: int, **fields):
+def train_gan(out: Path, images, labels, *, steps: int, conditional: bool, seed: int, recipe: str = "dcgan",
+              **fields):
     """Train (or finish, or just reload) a digits GAN on the given images; returns the Trainer.
 
     Args:
@@ -116,6 +130,7 @@ def train_gan(out: Path, images, labels, *, steps: int, conditional: bool, seed:
         steps: GAN steps.
         conditional: class-conditional G and D.
         seed: TrainConfig.seed.
+        recipe: ``dcgan`` (:data:`DCGAN_SETTINGS`) or ``digits`` (the built-in digits' own defaults).
         **fields: further TrainConfig fields (augmentation).
     """
     from fastgan import TrainConfig, Trainer
@@ -124,7 +139,7 @@ def train_gan(out: Path, images, labels, *, steps: int, conditional: bool, seed:
     data = load_data(images, labels=labels if conditional else None)
     cfg = TrainConfig(data="digits", out=str(out), steps=steps, seed=seed, conditional=conditional, progress=False,
                       log_every=100, sample_every=0, ckpt_every=500, device="cpu",
-                      **{**DCGAN_SETTINGS, **fields})
+                      **{**(DCGAN_SETTINGS if recipe == "dcgan" else {}), **fields})
     t0 = time.perf_counter()
     tr = Trainer(cfg, data=data)
     tr.fit()
@@ -186,9 +201,9 @@ def run_demo(args) -> dict:
     """
     import torch
 
-    d16, _, labels, _, _ = digits()
+    d16, _, labels, _, _ = digits(args.recipe)
     tr = train_gan(Path(args.work) / "demo-conditional", d16.images, labels, steps=args.steps, conditional=True,
-                   seed=0)
+                   seed=0, recipe=args.recipe)
     y = torch.arange(10).repeat_interleave(100)
     x = tr.sample(len(y), seed=1, labels=y)
     return {"command": "fastgan train --data digits --conditional (defaults: 16 px, batch 64, "
@@ -204,9 +219,9 @@ def run_cas(args) -> dict:
     """
     import torch
 
-    d16, native, labels, train_idx, test_idx = digits()
+    d16, native, labels, train_idx, test_idx = digits(args.recipe)
     tr = train_gan(Path(args.work) / "cas-conditional", d16.images[train_idx], labels[train_idx],
-                   steps=args.steps, conditional=True, seed=0)
+                   steps=args.steps, conditional=True, seed=0, recipe=args.recipe)
     counts = torch.bincount(labels[train_idx], minlength=10).tolist()
     xs, ys = synthetic(tr, counts, seed=1)
     rows = []
@@ -218,7 +233,8 @@ def run_cas(args) -> dict:
                                             labels[test_idx], steps=args.clf_steps, seed=s)})
     return {"split": {"train": len(train_idx), "held_out": len(test_idx),
                       "how": "held_out_split(labels, 0.2, seed=0): 20% of each class held out"},
-            "gan": {"steps": tr.cfg.steps, "conditional": True, "train_wall_s": round(tr.wall_s, 1)},
+            "gan": {"steps": tr.cfg.steps, "conditional": True, "recipe": args.recipe,
+                    "train_wall_s": round(tr.wall_s, 1)},
             "synthetic": {"n": len(ys), "class_counts": counts, **agreement(xs, ys)},
             "classifier_steps": args.clf_steps, "runs": rows,
             "synthetic_only": mean_se([r["synthetic_only"] for r in rows]),
@@ -233,7 +249,7 @@ def run_gain(args) -> dict:
     """
     import torch
 
-    d16, native, labels, train_idx, test_idx = digits()
+    d16, native, labels, train_idx, test_idx = digits(args.recipe)
     fields = {"augment": args.augment} if args.augment else {}
     if args.ada_target:
         fields["ada_target"] = args.ada_target
@@ -241,7 +257,7 @@ def run_gain(args) -> dict:
     for s in range(args.seeds):
         idx = little_split(train_idx, labels, args.per_class, seed=s)
         tr = train_gan(Path(args.work) / f"gain-s{s}", d16.images[idx], labels[idx], steps=args.steps,
-                       conditional=True, seed=s, **fields)
+                       conditional=True, seed=s, recipe=args.recipe, **fields)
         xs, ys = synthetic(tr, [args.synthetic_per_class] * 10, seed=1000 + s)
         real_x, real_y = native[idx], labels[idx]
         both_x = torch.cat([real_x, torch.nn.functional.interpolate(xs, size=(8, 8), mode="area")])
@@ -253,7 +269,7 @@ def run_gain(args) -> dict:
         print(json.dumps(rows[-1]), flush=True)
     return {"split": {"per_class": args.per_class, "images": 10 * args.per_class, "held_out": len(test_idx),
                       "how": "per seed s, per_class images of each class drawn from the 80% training split"},
-            "gan": {"steps": args.steps, "conditional": True, **fields},
+            "gan": {"steps": args.steps, "conditional": True, "recipe": args.recipe, **fields},
             "synthetic_per_class": args.synthetic_per_class, "classifier_steps": args.clf_steps, "runs": rows,
             "split_alone": mean_se([r["split_alone"] for r in rows]),
             "split_plus_synthetic": mean_se([r["split_plus_synthetic"] for r in rows]),
@@ -415,6 +431,10 @@ def main(argv: Optional[list] = None) -> int:
     p.add_argument("--ada_target", type=float, default=0.6, help="gain and ada: ada_target of the adaptive runs "
                    "(gain: 0 = fixed p)")
     p.add_argument("--figure", default=None, help="vector: PNG grid, a row per class, ink from thin to thick")
+    p.add_argument("--recipe", choices=("dcgan", "digits"), default="dcgan",
+                   help="demo, cas and gain: the GAN's settings: dcgan (Adam 2e-4, betas (0.5, 0.999), no R1, plainly "
+                        "upscaled digits; the default, as the figures were first measured) or digits (the built-in "
+                        "digits' own defaults; give --steps 5000 for their step count)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")
     args = p.parse_args(argv)
 
