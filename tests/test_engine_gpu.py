@@ -210,7 +210,7 @@ def test_compile_inductor_tracks_eager(tmp_path, images):
 
 
 def test_compile_bf16_channels_last_trains(tmp_path, images):
-    """The DESIGN.md pitfall: compile + channels_last failed in convolution_backward of D's last conv."""
+    """A known pitfall: compile + channels_last failed in convolution_backward of D's last conv."""
     tr = Trainer(_cfg(tmp_path / "c", mode="compile", amp=_amp_or_skip("bf16")), data=images,
                  engine_options=EngineOptions(compile_backend="inductor", compile_fullgraph=True))
     tr.run_steps(4)
