@@ -445,7 +445,9 @@ def main(argv: Optional[list] = None) -> int:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     result = EXPERIMENTS[args.experiment](args)
-    report = {"experiment": args.experiment, "argv": ["python", "bench/applications.py", *(argv or [])],
+    from fastgan.info import cpu_machine
+
+    report = {"experiment": args.experiment, "device": f"cpu ({cpu_machine()})", "argv": ["python", "bench/applications.py", *(argv or [])],
               "result": result, "wall_s": round(time.perf_counter() - t0, 1), "torch": torch.__version__,
               "threads": args.threads, "load_average_at_end": os.getloadavg()}
     text = json.dumps(report, indent=2, default=str)

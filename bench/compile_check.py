@@ -327,6 +327,10 @@ def main(argv=None) -> int:
     cases = translation_cases() if args.translation else all_cases() if args.all else representative_cases()
     report = run(cases[:args.first], args.targets, args.workers)
     if args.out:
+        from fastgan.info import cpu_machine
+
+        report = {"device": f"none: compiled (not run) for {', '.join(args.targets)} on a CPU machine "
+                            f"({cpu_machine()})", **report}
         with open(args.out, "w") as f:
             json.dump(report, f, indent=1)
     for t, s in report["summary"].items():

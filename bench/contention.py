@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from fastgan.cpu_threads import THREAD_ENV, usable_cores  # noqa: E402
-from fastgan.info import cpu_name  # noqa: E402
+from fastgan.info import cpu_machine  # noqa: E402
 
 BUSY_CODE = """
 import sys, torch
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
         "command": "python bench/contention.py" + (f" --steps {args.steps}" if args.steps else ""),
         "what": f"fastgan train --data digits alone and beside {args.busy} processes keeping "
                 f"{args.busy_threads} threads busy each",
-        "cpu": cpu_name(), "usable_cores": usable_cores(), "torch": torch.__version__,
+        "device": f"cpu ({cpu_machine()})", "usable_cores": usable_cores(), "torch": torch.__version__,
         "platform": platform.platform(), "date": time.strftime("%Y-%m-%d"), "results": rows,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

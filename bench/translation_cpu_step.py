@@ -22,7 +22,6 @@ what else ran on the machine (load average, busiest processes) before and after.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -110,18 +109,19 @@ def main(argv=None) -> int:
               f"x{r['speedup_vs_reference']:.2f} vs reference")
     import torch
 
+    from fastgan.info import cpu_machine
+
     report = {"benchmark": f"CPU {args.task} training step, interleaved in one process (bench/translation_cpu_step.py)",
               "command": " ".join(["python bench/translation_cpu_step.py",
                                    *(argv if argv is not None else sys.argv[1:])]),
               "settings": vars(args), "networks": info, "results": results,
               "machine_before": before, "machine_after": machine_load(),
-              "env": {"torch": torch.__version__, "python": platform.python_version(), "cpu": platform.processor()
-                      or platform.machine(), "cpus": os.cpu_count(), "threads": args.threads,
-                      "time": time.strftime("%Y-%m-%dT%H:%M:%S")}}
+              "env": {"torch": torch.__version__, "python": platform.python_version(), "cpu": cpu_machine(),
+                      "threads": args.threads, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}}
     if args.out:
-        from fastgan.files import atomic_write
+        from fastgan.benchmark_report import write_results
 
-        atomic_write(Path(args.out), json.dumps(report, indent=2) + "\n")
+        write_results(report, args.out)
         print(f"wrote {args.out}")
     return 0
 

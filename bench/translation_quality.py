@@ -163,9 +163,9 @@ def main(argv=None) -> int:
     report = run(args)
     print(json.dumps(report["summary"], indent=2))
     if args.out:
-        from fastgan.files import atomic_write
+        from fastgan.benchmark_report import write_results
 
-        atomic_write(Path(args.out), json.dumps(report, indent=2) + "\n")
+        write_results(report, args.out)
         print(f"wrote {args.out}")
     return 0
 

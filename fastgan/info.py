@@ -70,6 +70,11 @@ def _cuda() -> dict[str, Any]:
     return {"torch_cuda": torch.version.cuda, "cudnn": cudnn, "devices": devices, "why_none": why}
 
 
+def cpu_machine() -> str:
+    """This machine as result files name it: CPU model and usable cores (e.g. ``AMD EPYC, 2 cores``)."""
+    return f"{cpu_name()}, {usable_cores()} cores"
+
+
 def _threads() -> dict[str, Any]:
     import torch
 
