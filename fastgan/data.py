@@ -19,6 +19,9 @@ Built-in sets:
   digits (1,000 modes; label 100a + 10b + c), drawn from ``seed``.
 - ``grid25``: 2-D mixture of 25 Gaussians at {-4, -2, 0, 2, 4}^2, std 0.05.
 - ``ring8``: 2-D mixture of 8 Gaussians on the unit circle, std 0.01.
+
+The built-in sets are made in :mod:`fastgan.builtin_data` and folders are read
+by :mod:`fastgan.image_folders`; this module turns each source into a GanData.
 """
 
 from __future__ import annotations
@@ -26,22 +29,20 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import BUILTIN_DATASETS, DIGITS_UPSCALES, RESOLUTIONS
-from .decode import check_decoded_size, read_image, to_8bit
+from .config import DIGITS_UPSCALES, RESOLUTIONS
+from .builtin_data import digits, mixture_modes, stacked_digits
+from .decode import check_decoded_size, to_8bit
 from .errors import ConfigError, DataError
+from .image_folders import PROGRESS_MIN_IMAGES, read_folder
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
-STACKED_DIGITS_SIZE = 10_000
 POINTS_NOMINAL_SIZE = 10_000     # len() of a 2-D mixture (it is sampled fresh every batch)
-PROGRESS_MIN_IMAGES = 300        # show a progress bar when loading more images than this
 DEFAULT_BUILTIN_RESOLUTION = 32
 DEFAULT_FOLDER_RESOLUTION = 64
 
@@ -208,18 +209,19 @@ def load_data(spec: Any, resolution: Optional[int] = None, device: Union[str, to
     if not s.strip():
         raise DataError("data must name a built-in dataset or a folder, got an empty string")
     if s in ("grid25", "ring8"):
-        return _mixture(s, device)
+        modes, std = mixture_modes(s)
+        return GanData("points", s, device, modes=modes, mode_std=std, num_classes=modes.shape[0])
     if s == "digits":
         if digits_upscale not in DIGITS_UPSCALES:
             raise ConfigError(f"unknown digits_upscale {digits_upscale!r}; "
                               f"choose one of {', '.join(DIGITS_UPSCALES)}")
-        images, y = _digits(resolution or DEFAULT_BUILTIN_RESOLUTION, block_means=digits_upscale == "block")
+        images, y = digits(resolution or DEFAULT_BUILTIN_RESOLUTION, block_means=digits_upscale == "block")
         return GanData("image", "digits", device, images=images, labels=y, num_classes=10,
                        class_names=[str(i) for i in range(10)])
     if s == "digits_vectors":  # plain bicubic, as its demo was measured (docs/applications.md)
         from .stroke_vectors import digit_vectors
 
-        images, y = _digits(resolution or DEFAULT_BUILTIN_RESOLUTION)
+        images, y = digits(resolution or DEFAULT_BUILTIN_RESOLUTION)
         return GanData("image", s, device, images=images, labels=y, num_classes=10,
                        class_names=[str(i) for i in range(10)], vectors=digit_vectors()[0])
     if s.lower().endswith(".npz"):
@@ -232,82 +234,13 @@ def load_data(spec: Any, resolution: Optional[int] = None, device: Union[str, to
             raise DataError(f"cannot read '{s}' as an .npz file ({type(e).__name__}: {e})") from None
         return _from_arrays(arrays, resolution, device, Path(s).stem)
     if s == "stacked_digits":
-        images, y = _stacked_digits(resolution or DEFAULT_BUILTIN_RESOLUTION, seed)
+        images, y = stacked_digits(resolution or DEFAULT_BUILTIN_RESOLUTION, seed)
         return GanData("image", "stacked_digits", device, images=images, labels=y, num_classes=1000,
                        class_names=[f"{i:03d}" for i in range(1000)])
-    return _from_folder(s, resolution or DEFAULT_FOLDER_RESOLUTION, device)
-
-
-# ---------------------------------------------------------------- built-in sets
-def _mixture(name: str, device: Union[str, torch.device]) -> GanData:
-    if name == "grid25":
-        v = torch.tensor([-4.0, -2.0, 0.0, 2.0, 4.0])
-        modes = torch.cartesian_prod(v, v)                                   # (25, 2)
-        std = 0.05
-    else:
-        a = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
-        modes = torch.stack([a.cos(), a.sin()], dim=1).float()               # (8, 2)
-        std = 0.01
-    return GanData("points", name, device, modes=modes, mode_std=std, num_classes=modes.shape[0])
-
-
-def _digits(resolution: int, block_means: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """scikit-learn digits as (1797, 1, R, R) uint8 (white on black) and (1797,) labels.
-
-    Args:
-        resolution: image side R (a multiple of 8).
-        block_means: correct the bicubic upscaling so that each (R/8) x (R/8)
-            block averages to its original pixel (see :func:`_keep_block_means`);
-            off by default, the images that stacked digits and the translation
-            demos were measured on.
-    """
-    from sklearn.datasets import load_digits   # imported here: keeps `import fastgan` light
-
-    d = load_digits()
-    x = torch.from_numpy(d.images).float()[:, None] / 16.0                   # (1797, 1, 8, 8) in [0, 1]
-    # Bicubic is visibly sharper than bilinear at 32 px; its overshoot is clipped below.
-    up = F.interpolate(x, size=(resolution, resolution), mode="bicubic", align_corners=False)
-    if block_means:
-        up = _keep_block_means(up, x)
-    images = (up * 255).round().clamp(0, 255).to(torch.uint8)               # (1797, 1, R, R)
-    return images, torch.from_numpy(d.target).long()
-
-
-def _keep_block_means(up: torch.Tensor, small: torch.Tensor, steps: int = 16) -> torch.Tensor:
-    """Shift each block of an upscaled image so that it averages to its source pixel.
-
-    Plain bicubic upscaling mixes neighbouring pixels and its clipped overshoot
-    brightens strokes, so the upscaled digits, averaged back to 8x8, are not the
-    real digits (pixel-space Fréchet distance 48 at 16 px, docs/quality.md).
-    Each (R/r) x (R/r) block becomes ``clip(block + s, 0, 1)`` with the one
-    shift ``s`` that gives it its source pixel's mean (found by bisection: the
-    mean grows with ``s``), which keeps the smooth bicubic look.
-
-    Args:
-        up: (N, C, R, R) upscaled images in [0, 1] (about).
-        small: (N, C, r, r) the source images in [0, 1], R a multiple of r.
-        steps: bisection steps (16: block means exact to 2^-15).
-    """
-    n, c, r, big = small.shape[0], small.shape[1], small.shape[-1], up.shape[-1]
-    k = big // r
-    blocks = up.clamp(0.0, 1.0).reshape(n, c, r, k, r, k)                    # (N, C, r, k, r, k)
-    target = small.reshape(n, c, r, 1, r, 1)
-    lo, hi = torch.full_like(target, -1.0), torch.full_like(target, 1.0)   # every shift needed lies here
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        bright = (blocks + mid).clamp(0.0, 1.0).mean(dim=(3, 5), keepdim=True) > target
-        lo, hi = torch.where(bright, lo, mid), torch.where(bright, mid, hi)
-    return (blocks + (lo + hi) / 2).clamp(0.0, 1.0).reshape(n, c, big, big)
-
-
-def _stacked_digits(resolution: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Three random digits as the R, G, B channels: (10000, 3, R, R) uint8, labels 100a+10b+c."""
-    digits, y = _digits(resolution, block_means=False)   # the upscaling its measured figures used
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, digits.shape[0], (STACKED_DIGITS_SIZE, 3), generator=g)   # (N, 3)
-    images = digits[idx.reshape(-1)].reshape(STACKED_DIGITS_SIZE, 3, resolution, resolution)
-    labels = (y[idx] * torch.tensor([100, 10, 1])).sum(dim=1)                          # (N,)
-    return images, labels
+    found = read_folder(s, resolution or DEFAULT_FOLDER_RESOLUTION)
+    return GanData("image", found.name, device, images=found.images, labels=found.labels,
+                   num_classes=len(found.class_names) if found.class_names else 0, skipped=found.skipped,
+                   class_names=found.class_names)
 
 
 # ------------------------------------------------------------ tensors, Datasets
@@ -452,80 +385,3 @@ def _item_to_tensor(img: Any) -> torch.Tensor:
         raise DataError(f"Dataset items must be images (tensor, array or PIL image), got "
                         f"{type(img).__name__}")
     return img
-
-
-# ------------------------------------------------------------------ image folders
-def _looks_like_path(s: str) -> bool:
-    seps = [os.sep] + ([os.altsep] if os.altsep else [])
-    return any(c in s for c in seps) or s.startswith((".", "~")) or s.lower().endswith(IMAGE_EXTENSIONS)
-
-
-def _from_folder(spec: str, resolution: int, device: Union[str, torch.device]) -> GanData:
-    from tqdm.auto import tqdm
-
-    root = Path(spec).expanduser()
-    if not root.exists():
-        if _looks_like_path(spec):
-            raise DataError(f"folder '{spec}' does not exist")
-        raise DataError(f"unknown dataset '{spec}': not a built-in ({', '.join(BUILTIN_DATASETS)}) "
-                        "and no folder of that name exists")
-    if not root.is_dir():
-        raise DataError(f"'{spec}' is not a folder (pass a folder of .png/.jpg/.jpeg images)")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-    if not files:
-        raise DataError(f"no images found in folder '{spec}' (looked for .png, .jpg, .jpeg "
-                        "recursively)")
-    class_names, file_labels = _folder_labels(root, files)
-
-    n = len(files)
-    pixels = np.empty((n, resolution, resolution, 3), dtype=np.uint8)
-    ok = np.zeros(n, dtype=bool)
-    grey = np.zeros(n, dtype=bool)
-    first_error = None
-    # PIL releases the GIL while decoding and resampling, so threads overlap files.
-    workers = max(1, min(8, os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(lambda f: read_image(f, resolution), files)
-        for i, (arr, err) in enumerate(tqdm(results, total=n, desc=f"loading {root.name}",
-                                            unit="img", disable=n <= PROGRESS_MIN_IMAGES)):
-            if arr is None:
-                first_error = first_error or f"'{files[i].relative_to(root)}': {err}"
-                continue
-            pixels[i] = arr                    # (R, R, 1) broadcasts over RGB
-            ok[i], grey[i] = True, arr.shape[2] == 1 or _equal_channels(arr)
-    skipped = int(n - ok.sum())
-    if skipped == n:
-        raise DataError(f"none of the {n} image files in folder '{spec}' could be read "
-                        f"(first: {first_error})")
-    if skipped:
-        warnings.warn(f"skipped {skipped} of {n} image files in folder '{spec}' that could not be "
-                      f"read (first: {first_error})", stacklevel=3)
-        pixels = pixels[ok]
-    if grey[ok].all():
-        pixels = pixels[..., :1]               # every image is greyscale: keep one channel
-    images = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).contiguous()
-    labels = torch.tensor(file_labels)[torch.from_numpy(ok)] if class_names else None
-    return GanData("image", root.name or spec, device, images=images, labels=labels,
-                   num_classes=len(class_names) if class_names else 0, skipped=skipped,
-                   class_names=class_names)
-
-
-def _folder_labels(root: Path, files: Sequence[Path]) -> tuple[Optional[list[str]], list[int]]:
-    """Class names and per-file labels from the first sub-folder under root.
-
-    A folder is labelled only when every image sits in a sub-folder and there
-    are at least two of them; otherwise (None, []).
-    """
-    tops = [f.relative_to(root).parts for f in files]
-    if any(len(t) < 2 for t in tops):
-        return None, []
-    names = sorted({t[0] for t in tops})
-    if len(names) < 2:
-        return None, []
-    index = {name: i for i, name in enumerate(names)}
-    return names, [index[t[0]] for t in tops]
-
-
-def _equal_channels(arr: np.ndarray) -> bool:
-    """True for an RGB array whose three channels are identical (grey content)."""
-    return bool((arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all())

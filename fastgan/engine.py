@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .distributed import SINGLE_PROCESS, BatchStreams, Parallel
+from .batch_streams import BatchStreams
+from .distributed import SINGLE_PROCESS, Parallel
 from .engine_plan import EngineOptions, EnginePlan, graph_capture_supported, resolve_device, resolve_plan
 from .graph_step import CapturedStep
 

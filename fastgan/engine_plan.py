@@ -67,7 +67,7 @@ class EngineOptions:
         cudnn_benchmark: let cuDNN time its convolution algorithms on CUDA
             (never when ``torch.backends.cudnn.deterministic`` is set).
         batch_shards: shards of the batch each process draws, each from its own
-            random stream (:class:`fastgan.distributed.BatchStreams`): one process
+            random stream (:class:`fastgan.batch_streams.BatchStreams`): one process
             with ``batch_shards=N`` draws exactly the samples of an N-process run,
             which is how a data-parallel run is checked against one process.
     """

@@ -36,9 +36,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import IMAGE_EXTENSIONS, _equal_channels
+from . import builtin_data
 from .decode import read_image
 from .errors import DataError
+from .image_folders import IMAGE_EXTENSIONS, equal_channels
 
 PAIRED_DEMOS = ("edges2digits", "edges2photo", "grey2colour")
 UNPAIRED_DEMOS = ("digits2bold", "china2flower")
@@ -259,9 +260,7 @@ def _demo(name: str, resolution: int, holdout: float, seed: int) -> tuple[Domain
     ``edges2digits`` holds out a seeded random part of scikit-learn's 1,797 digits.
     """
     if name == "digits2bold":   # one half of the digits as written -> the other half with bold strokes
-        from .data import _digits
-
-        digits = _digits(resolution)[0]                                   # (1797, 1, R, R)
+        digits = builtin_data.digits(resolution)[0]                                   # (1797, 1, R, R)
         half = torch.randperm(len(digits), generator=torch.Generator().manual_seed(1234))
         k = max(1, resolution // 10) * 2 + 1                              # 7 px wide dilation at 32 px
         bold = F.max_pool2d(digits[half[1::2]].float(), k, stride=1, padding=k // 2).to(torch.uint8)
@@ -269,9 +268,7 @@ def _demo(name: str, resolution: int, holdout: float, seed: int) -> tuple[Domain
                         [f"bold{i}" for i in half[1::2].tolist()])
         return _split(every, False, holdout, seed)
     if name == "edges2digits":   # each digit's outline -> the digit, white on black
-        from .data import _digits
-
-        digits = _digits(resolution)[0]                                   # (1797, 1, R, R)
+        digits = builtin_data.digits(resolution)[0]                                   # (1797, 1, R, R)
         outlines = torch.from_numpy(_sobel(digits[:, 0].numpy()))[:, None]
         names = [f"digit{i}" for i in range(len(digits))]
         return _split(Domains(outlines, digits, names, list(names)), True, holdout, seed)
@@ -341,7 +338,7 @@ def _read_all(items: list[tuple[Path, Optional[tuple[int, int, int, int]]]], res
             raise DataError(f"cannot read {what} image '{path}' ({err})")
         arrays.append(np.broadcast_to(arr, (resolution, resolution, 3)) if arr.shape[2] == 1 else arr)
     pixels = np.stack(arrays)
-    if all(_equal_channels(a) for a in arrays):
+    if all(equal_channels(a) for a in arrays):
         pixels = pixels[..., :1]
     return _nchw(pixels)
 

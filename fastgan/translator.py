@@ -121,7 +121,7 @@ def image_files(inputs: Union[PathLike, Sequence[PathLike]]) -> tuple[list[Path]
     Args:
         inputs: an image file, a folder (searched recursively), or a list of files.
     """
-    from .data import IMAGE_EXTENSIONS
+    from .image_folders import IMAGE_EXTENSIONS
 
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     files: list[Path] = []

@@ -20,7 +20,8 @@ Public API::
 Inside: ``dispatch`` (Triton import, implementation switch, launch path), ``ops``
 (custom-op glue), ``tiles`` (tile sizes, TUNING, shared Triton helpers),
 ``activations`` (references and kernel twins), then one file per op, each reading
-public op -> custom op(s) -> kernels (batch norm's six kernels in ``batch_norm_kernels``).
+public op -> custom op(s) -> kernels (the two norms' kernels in ``batch_norm_kernels``
+and ``instance_norm_kernels``).
 """
 
 from .activations import ACTS

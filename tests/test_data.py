@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from fastgan.data import _digits, _keep_block_means, GanData, load_data
+from fastgan.builtin_data import digits as _digits, keep_block_means as _keep_block_means
+from fastgan.data import GanData, load_data
 from fastgan.errors import ConfigError, DataError
 
 

@@ -27,7 +27,8 @@ from fastgan import ConfigError, TrainConfig, Trainer
 from fastgan import errors as fastgan_errors
 from fastgan.checkpoint import latest_checkpoint, read_models
 from fastgan.cli import main as cli_main
-from fastgan.distributed import BatchStreams, Parallel, setup_parallel, stream_seed
+from fastgan.batch_streams import BatchStreams, stream_seed
+from fastgan.distributed import Parallel, setup_parallel
 from fastgan.engine import EngineOptions
 from fastgan.engine_plan import ddp_capture_problem
 from helpers import one_thread  # noqa: F401  (fixture)
