@@ -4,7 +4,11 @@
 the Trainer was split into loop, engine and task (see make_old_runs.py there);
 ``old_run_<case>_step8.json`` holds what that older code reached when it resumed
 the same checkpoint to step 8: the SHA-256 of every network tensor and of the
-loss buffer, and the logged losses.
+loss buffer, and the logged losses. A few CPU kernels give other bits on another
+instruction set, so ``also_seen`` adds what the older code reached on other
+kinds of CPU (``make_old_runs.py --also-here``); the new code must reach, bit
+for bit, one of those. On a kind of CPU that none of them saw, the tensors are
+compared within a tolerance with the saved ones of a recorded kind.
 """
 
 import json
@@ -31,13 +35,29 @@ def _copy_run(case: str, tmp_path: Path) -> Path:
     return run
 
 
-def _assert_tensors_as_the_old_code(run: Path, ref: dict) -> None:
+def _assert_tensors_as_the_old_code(run: Path, case: str, ref: dict) -> dict:
+    """Check the resumed run against the old code's result on this kind of CPU; returns that result."""
     nets, _ = read_models(latest_checkpoint(run))
-    got = {f"{net}.{k}": tensor_sha256(v) for net, sd in nets.items() for k, v in sd.items()}
+    flat = {f"{net}.{k}": v for net, sd in nets.items() for k, v in sd.items()}
+    got = {k: tensor_sha256(v) for k, v in flat.items()}
     got["stats"] = tensor_sha256(read_state(latest_checkpoint(run))["stats"])  # the saved loss-buffer layout
     assert sorted(got) == sorted(ref["tensors"])
+    seen = [ref] + ref.get("also_seen", [])
+    here = torch.backends.cpu.get_cpu_capability()
+    match = next((s for s in seen if s["tensors"] == got), None)
+    if match is not None:
+        return match
+    kinds = {s["cpu_capability"] for s in ref.get("also_seen", [])}
     differ = [k for k in ref["tensors"] if got[k] != ref["tensors"][k]]
-    assert not differ, f"{len(differ)} tensors differ from the old code's, e.g. {differ[:3]}"
+    assert kinds and here not in kinds, (f"{len(differ)} tensors differ from the old code's on this CPU kind "
+                                         f"({here}), e.g. {differ[:3]}")
+    from safetensors.torch import load_file   # a CPU kind no reference saw: the same within float noise
+
+    kind = sorted(kinds)[0]
+    saved = load_file(str(FIXTURES / f"old_run_{case}_step{FULL}_{kind}.safetensors"))
+    for k, v in saved.items():
+        torch.testing.assert_close(flat[k], v, rtol=1e-3, atol=1e-5, msg=lambda m: f"{k}: {m}")
+    return None
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -51,10 +71,13 @@ def test_old_checkpoint_resumes_bit_exactly(case, tmp_path, one_thread):
     assert tr.cfg.digits_upscale == ("bicubic" if saved["data"] == "digits" else None)
     tr.fit()
     assert tr.step == ref["step"] == FULL
-    _assert_tensors_as_the_old_code(run, ref)
+    match = _assert_tensors_as_the_old_code(run, case, ref)
     logged = [{k: r[k] for k in r if k not in ("time", "step_time_ms", "images_per_s")}
               for r in tr.history if "d_loss" in r and r["step"] > PART]
-    assert logged == ref["logged"]
+    if match is not None:
+        assert logged == match["logged"]
+    else:
+        assert [r["step"] for r in logged] == [r["step"] for r in ref["logged"]]
 
 
 def test_old_checkpoint_loads_as_a_generator(tmp_path):
@@ -72,4 +95,5 @@ def test_old_digits_run_continues_from_the_command_line_on_its_own_settings(tmp_
     cfg = json.loads((run / "config.json").read_text())
     assert (cfg["steps"], cfg["lr_g"], cfg["beta1"], cfg["r1_gamma"], cfg["digits_upscale"]) == (
         FULL, 2e-4, 0.5, 0.0, "bicubic")
-    _assert_tensors_as_the_old_code(run, json.loads((FIXTURES / f"old_run_digits_bn_step{FULL}.json").read_text()))
+    _assert_tensors_as_the_old_code(run, "digits_bn",
+                                    json.loads((FIXTURES / f"old_run_digits_bn_step{FULL}.json").read_text()))
