@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .cli_common import EXIT_ABORTED, EXIT_ERROR, EXIT_STOPPED, add_config_flags, announce_start, fit_to_end
+from .cli_common import (EXIT_ABORTED, EXIT_ERROR, EXIT_STOPPED, add_config_flags, announce_start, cpu_threads_for,
+                         fit_to_end)
 from .config import TrainConfig
 from .errors import ConfigError, FastGANError, storage_error
 
@@ -89,25 +90,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _cpu_threads(trainer):
-    """CPU threads for a command-line run: the user's (``OMP_NUM_THREADS``), the data's fixed count, or adaptive.
-
-    Returns the :class:`~fastgan.cpu_threads.AdaptiveThreads` the loop consults, or ``None``.
-    """
-    from .cpu_threads import AdaptiveThreads, user_chose_threads
-
-    if trainer.device.type != "cpu" or user_chose_threads():
-        return None
-    fixed = getattr(getattr(trainer, "data", None), "cpu_threads", None)
-    if fixed:
-        import torch
-
-        torch.set_num_threads(fixed)
-        return None
-    adaptive = AdaptiveThreads()
-    return adaptive if adaptive.active else None
-
-
 def _train(args: argparse.Namespace) -> int:
     from .checkpoint import read_run_config
     from .distributed import env_rank
@@ -127,7 +109,7 @@ def _train(args: argparse.Namespace) -> int:
         cfg = TrainConfig(**given)
     trainer = Trainer(cfg)   # takes the run folder's lock to resume: a folder in use is refused here
     announce_start(trainer, out, saved, say)
-    trainer.cpu_threads = _cpu_threads(trainer)
+    trainer.cpu_threads = cpu_threads_for(trainer)
     plan = trainer.engine.plan
     say(f"fastgan: {plan.summary()}", file=sys.stderr)
     for note in plan.notes if plan.world_size > 1 else ():  # e.g. why fast runs eager steps with gloo

@@ -77,3 +77,22 @@ def fit_to_end(trainer, out: str, say=print) -> bool:
             f"saved: rerun the same command to continue", file=sys.stderr)
         return False
     return True
+
+
+def cpu_threads_for(trainer):
+    """CPU threads for a command-line run (noise to image or translation): the user's (``OMP_NUM_THREADS``), the data's fixed count, or adaptive.
+
+    Returns the :class:`~fastgan.cpu_threads.AdaptiveThreads` the loop consults, or ``None``.
+    """
+    from .cpu_threads import AdaptiveThreads, user_chose_threads
+
+    if trainer.device.type != "cpu" or user_chose_threads():
+        return None
+    fixed = getattr(getattr(trainer, "data", None), "cpu_threads", None)
+    if fixed:
+        import torch
+
+        torch.set_num_threads(fixed)
+        return None
+    adaptive = AdaptiveThreads()
+    return adaptive if adaptive.active else None

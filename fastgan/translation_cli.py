@@ -59,7 +59,7 @@ def train_main(argv: Sequence[str]) -> int:
         argv: the arguments after ``train``.
     """
     from .checkpoint import read_run_config
-    from .cli_common import EXIT_STOPPED, announce_start, fit_to_end
+    from .cli_common import EXIT_STOPPED, announce_start, cpu_threads_for, fit_to_end
     from .tasks.translation import TranslationConfig
     from .train import Trainer
 
@@ -72,6 +72,7 @@ def train_main(argv: Sequence[str]) -> int:
         cfg = TranslationConfig(**given)
     trainer = Trainer(cfg)   # takes the run folder's lock to resume: a folder in use is refused here
     announce_start(trainer, out, saved)
+    trainer.cpu_threads = cpu_threads_for(trainer)
     print(f"fastgan: {trainer.cfg.task} on {trainer.data!r}; {trainer.engine.plan.summary()}", file=sys.stderr)
     if not fit_to_end(trainer, out):
         return EXIT_STOPPED

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from fastgan import cpu_threads
-from fastgan.cli import _cpu_threads, main
+from fastgan.cli import main
+from fastgan.cli_common import cpu_threads_for as _cpu_threads
 from fastgan.config import TrainConfig
 from fastgan.cpu_threads import AdaptiveThreads, machine_busy_seconds  # the real one (conftest fakes the module's)
 from fastgan.train import Trainer
@@ -84,7 +85,7 @@ def test_nothing_to_adapt_without_proc_stat_or_with_one_thread():
 
 class Recorder:
     def __init__(self):
-        self.ticks, self.restored = 0, 0
+        self.ticks, self.restored, self.switches = 0, 0, []
 
     def tick(self):
         self.ticks += 1
@@ -132,3 +133,19 @@ def test_info_says_how_train_picks_threads(capsys, monkeypatch):
     monkeypatch.setattr(cpu_threads, "machine_busy_seconds", lambda path="/proc/stat": 1.0)
     assert main(["info"]) == 0
     assert "adaptive: 2, or 1 while other programs keep the cores busy" in capsys.readouterr().out
+
+
+def test_translation_cli_runs_use_the_same_thread_policy(tmp_path, monkeypatch):
+    import fastgan.cli_common as cli_common
+    from translation_helpers import tiny_config
+
+    rec, seen = Recorder(), []
+
+    def policy(trainer):
+        seen.append(trainer.cfg.task)
+        return rec
+    monkeypatch.setattr(cli_common, "cpu_threads_for", policy)
+    cfg = tiny_config(tmp_path, "pix2pix", steps=3, ckpt_every=0)
+    flags = [f"--{k}={v}" for k, v in cfg.to_dict().items() if v is not None and not isinstance(v, bool)]
+    assert main(["train", *flags, "--no-progress"]) == 0
+    assert seen == ["pix2pix"] and rec.ticks == 3 and rec.restored == 1

@@ -166,18 +166,18 @@ def test_ctrl_c_stops_with_status_3_and_the_run_resumes_bit_exactly(tmp_path, ca
     import fastgan.cli as cli_mod
 
     made = []
-    real = cli_mod._cpu_threads
+    real = cli_mod.cpu_threads_for
 
     def arm(trainer):   # the CLI builds the Trainer: arm it as soon as it exists
         made.append(trainer)
         _signal_at(trainer, 3)
         real(trainer)
-    monkeypatch.setattr(cli_mod, "_cpu_threads", arm)
+    monkeypatch.setattr(cli_mod, "cpu_threads_for", arm)
     run = tmp_path / "run"
     assert _cli_train(run, "--steps", "8", "--log_every", "2", "--ckpt_every", "4") == EXIT_STOPPED
     assert "stopped by SIGINT at step 3 of 8" in capsys.readouterr().err
     assert made[0].stopped_by == "SIGINT"
-    monkeypatch.setattr(cli_mod, "_cpu_threads", real)
+    monkeypatch.setattr(cli_mod, "cpu_threads_for", real)
     assert _cli_train(run) == 0
     full = tmp_path / "full"
     assert _cli_train(full, "--steps", "8", "--log_every", "2", "--ckpt_every", "4") == 0
@@ -220,7 +220,7 @@ def test_a_second_ctrl_c_aborts_with_status_130_and_the_rerun_continues(tmp_path
     import fastgan.cli as cli_mod
     from fastgan.cli import EXIT_ABORTED
 
-    real = cli_mod._cpu_threads
+    real = cli_mod.cpu_threads_for
 
     def arm(trainer):
         after = trainer.task.after_iteration
@@ -232,12 +232,12 @@ def test_a_second_ctrl_c_aborts_with_status_130_and_the_rerun_continues(tmp_path
                 os.kill(os.getpid(), signal.SIGINT)
         trainer.task.after_iteration = hook
         real(trainer)
-    monkeypatch.setattr(cli_mod, "_cpu_threads", arm)
+    monkeypatch.setattr(cli_mod, "cpu_threads_for", arm)
     run = tmp_path / "run"
     assert _cli_train(run, "--steps", "8", "--log_every", "2", "--ckpt_every", "2") == EXIT_ABORTED
     assert capsys.readouterr().err.strip().endswith("fastgan: interrupted")
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000002"]
-    monkeypatch.setattr(cli_mod, "_cpu_threads", real)
+    monkeypatch.setattr(cli_mod, "cpu_threads_for", real)
     assert _cli_train(run) == 0
     assert f"continuing run '{run}' from step 2" in capsys.readouterr().err
 
