@@ -284,7 +284,7 @@ def run_ada(args) -> dict:
     """
     from fastgan.metrics import evaluate
 
-    d16, _, labels, train_idx, _ = digits()
+    d16, _, labels, train_idx, _ = digits(args.recipe)
     settings = {k: v for k, v in ADA_SETTINGS.items() if k in args.settings}
     runs: dict[str, list] = {k: [] for k in settings}
     for s in range(args.first_seed, args.first_seed + args.seeds):
@@ -298,7 +298,8 @@ def run_ada(args) -> dict:
             else:
                 if "ada_target" in fields:
                     fields = {**fields, "ada_target": args.ada_target, "ada_kimg": args.ada_kimg}
-                tr = train_gan(out, d16.images[idx], None, steps=args.steps, conditional=False, seed=s, **fields)
+                tr = train_gan(out, d16.images[idx], None, steps=args.steps, conditional=False, seed=s,
+                               recipe=args.recipe, **fields)
                 m = evaluate(tr.ema_generator(), d16, ["classes", "fd", "pixel_fd"], n=2000, seed=0)
                 p = [h["augment_p"] for h in tr.history if "augment_p" in h]
                 row = {"seed": s, "steps": tr.cfg.steps, "train_wall_s": round(tr.wall_s, 1),
@@ -432,7 +433,7 @@ def main(argv: Optional[list] = None) -> int:
                    "(gain: 0 = fixed p)")
     p.add_argument("--figure", default=None, help="vector: PNG grid, a row per class, ink from thin to thick")
     p.add_argument("--recipe", choices=("dcgan", "digits"), default="dcgan",
-                   help="demo, cas and gain: the GAN's settings: dcgan (Adam 2e-4, betas (0.5, 0.999), no R1, plainly "
+                   help="demo, cas, gain and ada: the GAN's settings: dcgan (Adam 2e-4, betas (0.5, 0.999), no R1, plainly "
                         "upscaled digits; the default, as the figures were first measured) or digits (the built-in "
                         "digits' own defaults; give --steps 5000 for their step count)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the machine is shared)")

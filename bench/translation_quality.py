@@ -1,6 +1,6 @@
 """What pix2pix and CycleGAN learn on the built-in demos, on a CPU in a few minutes (docs/translation.md).
 
-pix2pix on its default demo ``edges2digits`` (or ``--set data=edges2photo``,
+pix2pix on its default demo ``edges2photo`` (or ``--set data=edges2digits``,
 ``grey2colour``): held-out L1, PSNR and style FD of the trained U-Net beside
 the identity baseline (the input returned as the output) and beside the same
 U-Net trained for the same steps on the L1 loss alone (same initial weights,
@@ -11,8 +11,10 @@ cycle-reconstruction error and the style Fréchet distance
 (:mod:`fastgan.metrics.translation`) of translated held-out images to the
 target domain, both directions, before and after training.
 
-    python bench/translation_quality.py pix2pix --seeds 2 --out bench/results/translation-pix2pix-edges2digits.json \
-        --grid docs/translation_pix2pix_digits.png
+    python bench/translation_quality.py pix2pix --seeds 3 --out bench/results/translation-pix2pix-edges2photo.json \
+        --grid docs/translation_pix2pix.png
+    python bench/translation_quality.py pix2pix --seeds 2 --set data=edges2digits --set steps=1000 \
+        --out bench/results/translation-pix2pix-edges2digits.json --grid docs/translation_pix2pix_digits.png
     python bench/translation_quality.py cyclegan --seeds 2 --out bench/results/translation-cyclegan-digits2bold.json \
         --grid docs/translation_cyclegan.png
 

@@ -87,7 +87,9 @@ def test_the_config_picks_its_task_and_resolves_defaults(tmp_path):
     assert isinstance(tr.task, CycleGAN) and tr.cfg.loss == "lsgan"
     demo = TranslationConfig(task="cyclegan").resolved()
     assert (demo.data, demo.resolution, demo.pool_size, demo.d_layers, demo.g_width) == ("digits2bold", 32, 50, 3, 16)
-    assert TranslationConfig().resolved().data == "edges2digits"
+    pix = TranslationConfig().resolved()
+    assert (pix.task, pix.data, pix.steps, pix.resolution, pix.g_width, pix.batch_size) == \
+        ("pix2pix", "edges2photo", 1500, 32, 32, 8)   # as bench/results/translation-pix2pix-edges2photo.json
     folders = TranslationConfig(task="pix2pix", data="x", data_b="y").resolved()
     assert (folders.resolution, folders.batch_size, folders.g_width, folders.g_blocks) == (256, 1, 64, 9)
 
