@@ -141,9 +141,21 @@ def train_gan(out: Path, images, labels, *, steps: int, conditional: bool, seed:
                       log_every=100, sample_every=0, ckpt_every=500, device="cpu",
                       **{**(DCGAN_SETTINGS if recipe == "dcgan" else {}), **fields})
     t0 = time.perf_counter()
-    tr = Trainer(cfg, data=data)
-    tr.fit()
+    tr = fit_to_end(Trainer(cfg, data=data))
     tr.wall_s = time.perf_counter() - t0
+    return tr
+
+
+def fit_to_end(tr):
+    """``tr.fit()``; a run stopped early (a signal: checkpoint saved) ends the experiment instead of being measured.
+
+    Args:
+        tr: the Trainer.
+    """
+    tr.fit()
+    if tr.step < tr.cfg.steps:
+        raise SystemExit(f"run {tr.cfg.out} stopped at step {tr.step} of {tr.cfg.steps} "
+                         f"({tr.stopped_by or 'early'}); rerun the command to continue it")
     return tr
 
 
@@ -332,8 +344,7 @@ def run_vector(args) -> dict:
     cfg = TrainConfig(data="digits_vectors", vector_conditional=True, out=str(Path(args.work) / "vector"),
                       steps=args.steps, progress=False, log_every=100, sample_every=0, ckpt_every=500, device="cpu")
     t0 = time.perf_counter()
-    tr = Trainer(cfg)
-    tr.fit()
+    tr = fit_to_end(Trainer(cfg))
     wall = time.perf_counter() - t0
     data = load_data("digits_vectors", resolution=tr.cfg.resolution)
     vectors = data.vectors.cpu()
