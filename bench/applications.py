@@ -297,12 +297,13 @@ def run_ada(args) -> dict:
     from fastgan.metrics import evaluate
 
     d16, _, labels, train_idx, _ = digits(args.recipe)
-    settings = {k: v for k, v in ADA_SETTINGS.items() if k in args.settings}
+    settings = {k: ({**v, "augment": args.augment} if v else v) for k, v in ADA_SETTINGS.items() if k in args.settings}
     runs: dict[str, list] = {k: [] for k in settings}
     for s in range(args.first_seed, args.first_seed + args.seeds):
         idx = little_split(train_idx, labels, args.per_class, seed=s)
         for name, fields in settings.items():
             tag = f"-t{args.ada_target}" if name == "adaptive" and args.ada_target != 0.6 else ""
+            tag += f"-{args.augment.replace(',', '+')}" if fields and args.augment != AUGMENT else ""
             out = Path(args.work) / f"ada-{name}{tag}-s{s}"
             cached = out / "applications-eval.json"
             if cached.is_file() and json.loads(cached.read_text()).get("steps") == args.steps:
@@ -323,7 +324,7 @@ def run_ada(args) -> dict:
     summary = {name: {k: mean_se([r[k] for r in rows]) for k in LOWER_IS_BETTER} for name, rows in runs.items()}
     return {"data": f"{args.per_class} images per class ({10 * args.per_class}), drawn per seed from the 80% "
                     "training split; metrics against all 1,797 digits, 2,000 samples of the EMA generator",
-            "steps": args.steps, "augment": AUGMENT, "ada_kimg": args.ada_kimg, "settings": settings,
+            "steps": args.steps, "augment": args.augment, "ada_kimg": args.ada_kimg, "settings": settings,
             "runs": runs, "summary": summary, "adaptive_vs_best_fixed": verdict(summary)}
 
 
@@ -439,7 +440,7 @@ def main(argv: Optional[list] = None) -> int:
     p.add_argument("--clf_seeds", type=int, default=3, help="classifier seeds in cas (default 3)")
     p.add_argument("--settings", nargs="+", default=list(ADA_SETTINGS), help="ada: the settings to run")
     p.add_argument("--ada_kimg", type=float, default=20.0, help="ada: TrainConfig.ada_kimg of the adaptive runs")
-    p.add_argument("--augment", default=AUGMENT, help="gain: the GAN's augmentations ('' = none)")
+    p.add_argument("--augment", default=AUGMENT, help="gain and ada: the augmentations of the GAN (gain) or of every setting but none (ada)")
     p.add_argument("--ada_target", type=float, default=0.6, help="gain and ada: ada_target of the adaptive runs "
                    "(gain: 0 = fixed p)")
     p.add_argument("--figure", default=None, help="vector: PNG grid, a row per class, ink from thin to thick")

@@ -53,6 +53,19 @@ def env_rank() -> int:
         return 0
 
 
+def refuse_data_parallel(name: str, distributed: Optional[bool]) -> None:
+    """Refuse, before any process group, a run of a task that trains in one process only, started data-parallel.
+
+    Args:
+        name: what the error calls the task (``pix2pix``).
+        distributed: the Trainer's ``distributed`` argument (None: decided by torchrun's environment).
+    """
+    env = _torchrun_env() if distributed is not False else None
+    if distributed or (env is not None and env[0] > 1):
+        raise mark_every_rank(ConfigError(f"{name} trains in one process; data-parallel training under torchrun is "
+                                          "for noise-to-image runs: start it with 'fastgan train', not torchrun"))
+
+
 def _env_int(name: str) -> int:
     value = os.environ.get(name, "")
     try:

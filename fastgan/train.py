@@ -33,7 +33,7 @@ from torch import nn
 from .checkpoint import clean_stale_temporaries, latest_checkpoint
 from .checkpoint_store import step_of
 from .config import TrainConfig
-from .distributed import agree_on_config, mark_every_rank, setup_parallel
+from .distributed import agree_on_config, mark_every_rank, refuse_data_parallel, setup_parallel
 from .cpu_threads import AdaptiveThreads
 from .engine import Engine, EngineOptions, resolve_device, resolve_plan
 from .errors import CheckpointError, ConfigError, StorageError, TrainingError, storage_error
@@ -90,6 +90,9 @@ class Trainer(CheckpointLoop):
         if getattr(cfg, "tensorboard", False):
             require_tensorboard()  # a missing optional package: one line now, not after loading and building
         options = (engine_options or EngineOptions()).resolved()
+        task = task or task_for(cfg)   # a TranslationConfig names its own: pix2pix or CycleGAN
+        if not getattr(task, "data_parallel", True):
+            refuse_data_parallel(getattr(task, "task_name", "") or getattr(task, "__name__", "this task"), distributed)
         # data-parallel under torchrun: joins the process group; every rank then holds rank 0's config
         self.parallel = setup_parallel(cfg, distributed, shards_per_rank=options.batch_shards)
         cfg = agree_on_config(self.parallel, cfg)
@@ -101,7 +104,6 @@ class Trainer(CheckpointLoop):
             raise ConfigError(f"out {str(self.run_dir)!r} exists and is not a folder")
         given = {k: v for k, v in dict(data=data, generator=generator, discriminator=discriminator).items()
                  if v is not None}
-        task = task or task_for(cfg)   # a TranslationConfig names its own: pix2pix or CycleGAN
         self.task: Task = task(cfg, self.engine, **given)
         self._check_data_parallel()
         self.stats = self.task.stats

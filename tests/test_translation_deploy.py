@@ -122,3 +122,19 @@ def test_translate_refuses_bad_inputs(tmp_path):
         fastgan.translate(cfg.out, tmp_path / "bad.png", tmp_path / "o")
     with pytest.raises(fastgan.ConfigError, match="open an ONNX file first"):
         fastgan.translate(str(tmp_path / "G.onnx"), cfg.data, tmp_path / "o")
+
+
+def test_torchrun_is_refused_in_one_line_before_any_process_group(tmp_path, monkeypatch, capsys):
+    cfg = tiny_config(tmp_path, "pix2pix", steps=2)
+    for rank in (0, 1):
+        for name, value in (("WORLD_SIZE", "2"), ("RANK", str(rank)), ("LOCAL_RANK", str(rank))):
+            monkeypatch.setenv(name, value)
+        assert main(["train", *flags(cfg)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        if rank == 0:
+            assert len(err) == 1 and err[0].startswith("fastgan: error: pix2pix trains in one process"), err
+        else:
+            assert err == []   # every rank raises it; rank 0 says it
+    assert not torch.distributed.is_initialized() and not (tmp_path / "run").exists()
+    with pytest.raises(fastgan.errors.ConfigError, match="cyclegan trains in one process"):
+        fastgan.Trainer(tiny_config(tmp_path, "cyclegan"), distributed=True)

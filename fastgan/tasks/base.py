@@ -55,7 +55,11 @@ class Task:
         stats: running sums the steps add (one group per :class:`Step` name).
         progress_keys: progress-bar label -> name in ``stats`` shown after each log line.
         network_labels: checkpoint name of a network -> what error messages call it.
+        data_parallel: False for a family that trains in one process only (the Trainer refuses
+            it under torchrun in one line, before joining a process group).
     """
+
+    data_parallel = True
 
     cfg: Any
     engine: Any

@@ -245,6 +245,7 @@ class TranslationTask(Task):
 
     task_name = ""
     paired = True
+    data_parallel = False   # its networks are not wrapped for gradient averaging nor its draws sharded
     stat_names: tuple[str, ...] = ()
 
     def __init__(self, cfg: TranslationConfig, engine, *, data: Optional[TranslationData] = None) -> None:
