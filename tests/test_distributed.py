@@ -31,6 +31,7 @@ from fastgan.batch_streams import BatchStreams, stream_seed
 from fastgan.distributed import Parallel, setup_parallel
 from fastgan.engine import EngineOptions
 from fastgan.engine_plan import ddp_capture_problem
+from fastgan.checkpoint_store import step_of   # a staging folder is a valid answer too
 from helpers import one_thread  # noqa: F401  (fixture)
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
@@ -132,7 +133,7 @@ def two_rank_run(tmp_path_factory):
     cmd = TORCHRUN + ["--nproc_per_node", "2", str(WORKER), str(root / "dump"), "train",
                       *_flags({**TRAIN, "out": str(run)})]
     killed_status, killed_out = _launch_and_kill_rank_1(cmd, run)
-    killed_at = int(latest_checkpoint(run).name.split("_")[1])
+    killed_at = step_of(latest_checkpoint(run))
     read_models(latest_checkpoint(run))   # complete and readable: the resumed launch must use it
     resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT, env=_env())
     assert resumed.returncode == 0, _tail(resumed.stdout + resumed.stderr)
