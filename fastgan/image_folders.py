@@ -45,6 +45,7 @@ class FolderImages:
 
 
 def looks_like_path(s: str) -> bool:
+    """True when ``s`` reads as a path (a separator, a leading . or ~, an image extension), not a dataset name."""
     seps = [os.sep] + ([os.altsep] if os.altsep else [])
     return any(c in s for c in seps) or s.startswith((".", "~")) or s.lower().endswith(IMAGE_EXTENSIONS)
 
