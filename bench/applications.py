@@ -39,6 +39,8 @@ With the built-in digits' own defaults (``--recipe digits``, run folders apart):
         --out bench/results/applications-conditional-demo-digits-defaults.json
     python bench/applications.py gain --recipe digits --steps 1000 --work runs/applications-digits \
         --out bench/results/applications-augmentation-gain-digits-defaults.json
+    python bench/applications.py ada --recipe digits --steps 5000 --settings none fixed_p0.25 adaptive \
+        --work runs/applications-digits --out bench/results/applications-ada-digits-defaults.json
 
 Classifiers are :func:`fastgan.metrics.classifier.fit_digits_classifier`
 (the digits classifier's architecture and recipe, fresh weights, at least
