@@ -1,0 +1,36 @@
+"""bench/applications.py's guard: a run stopped early is never measured as if it had finished."""
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("bench_applications", ROOT / "bench" / "applications.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class FakeTrainer:
+    def __init__(self, reach: int, steps: int = 10, stopped_by=None):
+        self.cfg = SimpleNamespace(steps=steps, out="runs/x")
+        self.step, self._reach, self.stopped_by = 0, reach, stopped_by
+
+    def fit(self):
+        self.step = self._reach
+        return self
+
+
+def test_a_run_stopped_by_a_signal_ends_the_experiment():
+    apps = _load()
+    done = FakeTrainer(reach=10)
+    assert apps.fit_to_end(done) is done
+    with pytest.raises(SystemExit, match=r"stopped at step 7 of 10 \(SIGTERM\); rerun the command"):
+        apps.fit_to_end(FakeTrainer(reach=7, stopped_by="SIGTERM"))
