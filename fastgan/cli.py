@@ -114,7 +114,9 @@ def _train(args: argparse.Namespace) -> int:
     say(f"fastgan: {plan.summary()}", file=sys.stderr)
     for note in plan.notes if plan.world_size > 1 else ():  # e.g. why fast runs eager steps with gloo
         say(f"fastgan: {note}", file=sys.stderr)
-    if not fit_to_end(trainer, out, say):
+    finished = fit_to_end(trainer, out, say)
+    trainer.parallel.close()   # every rank gets here, trained or stopped alike (a stop is agreed by all)
+    if not finished:
         return EXIT_STOPPED
     last = next((h for h in reversed(trainer.history) if "d_loss" in h), None)
     summary = f"trained to step {trainer.step}; run folder: {trainer.run_dir}"

@@ -100,6 +100,7 @@ class Parallel:
         backend: the process group's backend (``None`` for a single process).
         shards_per_rank: shards of the global batch each process draws (see :class:`BatchStreams`).
         device: this process's training device (``None``: the config's device decides).
+        joined: True when fastgan joined the process group itself (it then leaves it in :meth:`close`).
     """
 
     world_size: int = 1
@@ -108,6 +109,7 @@ class Parallel:
     backend: Optional[str] = None
     shards_per_rank: int = 1
     device: Optional[torch.device] = None
+    joined: bool = False
 
     @property
     def active(self) -> bool:
@@ -205,6 +207,17 @@ class Parallel:
         torch.distributed.broadcast_object_list(box, src=0)
         return box[0]
 
+    def close(self) -> None:
+        """Leave the process group fastgan joined, once every rank gets here (a group the caller made stays).
+
+        A process that exits with its gloo group still open can abort while the interpreter shuts
+        down (SIGABRT, "terminate called without an active exception"), so ``fastgan train`` calls
+        this when a torchrun run ends on every rank, trained to the end or stopped.
+        """
+        if self.active and self.joined and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()   # a second call finds no group: a no-op
+
     def barrier(self) -> None:
         """Wait until every rank reaches this point."""
         if self.active:
@@ -294,7 +307,7 @@ def setup_parallel(cfg, distributed: Optional[bool] = None, *, shards_per_rank: 
     device = training_device(cfg.device, local, int(os.environ.get("LOCAL_WORLD_SIZE", world)))
     backend = _backend(getattr(cfg, "dist_backend", "auto"), device,
                        torch.distributed.get_backend() if initialized else None)
-    par = _checked(cfg, Parallel(world, rank, local, backend, shards_per_rank, device))
+    par = _checked(cfg, Parallel(world, rank, local, backend, shards_per_rank, device, joined=not initialized))
     if not initialized:
         if device.type == "cuda":
             torch.cuda.set_device(device)

@@ -30,7 +30,9 @@ def main(dump_dir: str, argv: list[str]) -> int:
         dump = Path(dump_dir)
         dump.mkdir(parents=True, exist_ok=True)
         torch.save({"G": trainer.G.state_dict(), "D": trainer.D.state_dict(), "step": trainer.step,
-                    "world_size": trainer.parallel.world_size}, dump / f"rank{trainer.parallel.rank}.pt")
+                    "world_size": trainer.parallel.world_size,
+                    "group_left": not torch.distributed.is_initialized()},   # the CLI left the group it joined
+                   dump / f"rank{trainer.parallel.rank}.pt")
     return status
 
 

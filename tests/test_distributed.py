@@ -165,6 +165,7 @@ def test_two_ranks_hold_identical_weights_that_match_one_process(two_rank_run, o
                                                                  one_thread):
     r0, r1 = two_rank_run.ranks
     assert r0["step"] == r1["step"] == 20 and r0["world_size"] == 2
+    assert r0["group_left"] and r1["group_left"]   # an open gloo group can abort the exiting process
     for net in ("G", "D"):  # bitwise: parameters and (synchronised batch norm) running statistics alike
         assert r0[net].keys() == r1[net].keys()
         assert all(torch.equal(r0[net][k], r1[net][k]) for k in r0[net]), net
@@ -261,6 +262,12 @@ def test_bad_set_ups_are_one_line_on_rank_0_only(monkeypatch, capsys, tmp_path, 
             assert err == []   # every rank raises it; rank 0 says it
     assert not torch.distributed.is_initialized()
     assert not (tmp_path / "run").exists()
+
+
+def test_close_leaves_only_a_group_fastgan_joined():
+    Parallel().close()                                  # one process: nothing to leave
+    Parallel(world_size=2, rank=0, backend="gloo").close()   # a group the caller made (or none) stays as it is
+    assert not torch.distributed.is_initialized()
 
 
 def test_distributed_without_a_process_group_is_one_error(monkeypatch, tmp_path):
