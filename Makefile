@@ -4,6 +4,8 @@ VENV   ?= .venv
 # The CPU build of torch; on a CUDA machine use e.g. `make install TORCH=torch`.
 TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
+# pytest workers of `make test` (0: run in this process); 2 halves the suite's time on a 2-core machine.
+TEST_JOBS ?= 2
 STAMP  := $(VENV)/.fastgan-installed
 
 .PHONY: install demo test test-versions bench bench-kernels bench-onnx quality gpu-check gpu-check-plan clean
@@ -20,8 +22,8 @@ install: $(STAMP)  ## create the virtual environment and install fastgan (editab
 demo: install  ## train on the built-in digits data (CPU is fine): runs/digits
 	$(BIN)/fastgan train --data digits --out runs/digits
 
-test: install  ## the whole test suite (CPU; GPU tests skip without CUDA)
-	$(BIN)/python -m pytest -q tests bench/test_kernels_bench.py --benchmark-disable
+test: install  ## the whole test suite (CPU; GPU tests skip without CUDA), TEST_JOBS worker processes
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) tests bench/test_kernels_bench.py --benchmark-disable
 
 # The oldest supported pair (pyproject's lower bounds; the GPU machines' versions). PyPI has
 # torch 2.11 only as the CUDA build, so this downloads a few GB once into its own venv.
