@@ -442,7 +442,8 @@ def main(argv: Optional[list] = None) -> int:
     p.add_argument("--clf_seeds", type=int, default=3, help="classifier seeds in cas (default 3)")
     p.add_argument("--settings", nargs="+", default=list(ADA_SETTINGS), help="ada: the settings to run")
     p.add_argument("--ada_kimg", type=float, default=20.0, help="ada: TrainConfig.ada_kimg of the adaptive runs")
-    p.add_argument("--augment", default=AUGMENT, help="gain and ada: the augmentations of the GAN (gain) or of every setting but none (ada)")
+    p.add_argument("--augment", default=AUGMENT, help="gain and ada: the augmentations of the GAN (gain) "
+                   "or of every setting but none (ada)")
     p.add_argument("--ada_target", type=float, default=0.6, help="gain and ada: ada_target of the adaptive runs "
                    "(gain: 0 = fixed p)")
     p.add_argument("--figure", default=None, help="vector: PNG grid, a row per class, ink from thin to thick")

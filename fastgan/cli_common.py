@@ -80,7 +80,7 @@ def fit_to_end(trainer, out: str, say=print) -> bool:
 
 
 def cpu_threads_for(trainer):
-    """CPU threads for a command-line run (noise to image or translation): the user's (``OMP_NUM_THREADS``), the data's fixed count, or adaptive.
+    """CPU threads for a command-line run of any task: the user's (``OMP_NUM_THREADS``), the data's, or adaptive.
 
     Returns the :class:`~fastgan.cpu_threads.AdaptiveThreads` the loop consults, or ``None``.
     """

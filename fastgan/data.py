@@ -36,8 +36,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import DIGITS_UPSCALES, RESOLUTIONS
 from .builtin_data import digits, mixture_modes, stacked_digits
+from .config import DIGITS_UPSCALES, RESOLUTIONS
 from .decode import check_decoded_size, to_8bit
 from .errors import ConfigError, DataError
 from .image_folders import PROGRESS_MIN_IMAGES, read_folder

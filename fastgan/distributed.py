@@ -62,8 +62,8 @@ def refuse_data_parallel(name: str, distributed: Optional[bool]) -> None:
     """
     env = _torchrun_env() if distributed is not False else None
     if distributed or (env is not None and env[0] > 1):
-        raise mark_every_rank(ConfigError(f"{name} trains in one process; data-parallel training under torchrun is "
-                                          "for noise-to-image runs: start it with 'fastgan train', not torchrun"))
+        raise mark_every_rank(ConfigError(f"{name} trains in one process, not data-parallel: start it without "
+                                          "torchrun (and without distributed=True)"))
 
 
 def _env_int(name: str) -> int:
@@ -98,7 +98,8 @@ class Parallel:
         rank: this process's rank (0 writes the run folder).
         local_rank: its rank on this machine (its GPU index).
         backend: the process group's backend (``None`` for a single process).
-        shards_per_rank: shards of the global batch each process draws (see :class:`BatchStreams`).
+        shards_per_rank: shards of the global batch each process draws
+            (see :class:`~fastgan.batch_streams.BatchStreams`).
         device: this process's training device (``None``: the config's device decides).
         joined: True when fastgan joined the process group itself (it then leaves it in :meth:`close`).
     """

@@ -32,8 +32,8 @@ from torch import nn
 
 from .activations import act_ref, check_act
 from .dispatch import resolve_impl, wrap_triton
-from .instance_norm_kernels import (_in_apply_kernel, _in_bwd_dx_kernel, _in_bwd_reduce_kernel, _in_stats_combine_kernel,
-                                    _in_stats_kernel)
+from .instance_norm_kernels import (_in_apply_kernel, _in_bwd_dx_kernel, _in_bwd_reduce_kernel,
+                                    _in_stats_combine_kernel, _in_stats_kernel)
 from .ops import refuse_double_backward, triton_op
 from .tiles import (TUNING, cdiv, combine_blocks, dense_for_channels, grid_1d, match_layout, needs_int64, next_pow2,
                     reduction_programs, sum_partials)

@@ -22,11 +22,11 @@ import torch
 import fastgan
 from helpers import one_thread  # noqa: F401  (fixture)
 from fastgan import TrainConfig, Trainer
-from fastgan.checkpoint import latest_checkpoint, read_models, read_state
+from fastgan.checkpoint import latest_checkpoint, read_state
 
 FIXTURES = Path(__file__).parent / "fixtures"
 sys.path.insert(0, str(FIXTURES))
-from make_old_runs import CASES, FULL, PART, tensor_sha256  # noqa: E402
+from make_old_runs import CASES, FULL, PART, logged_losses, network_tensors, tensor_sha256  # noqa: E402
 
 
 def _copy_run(case: str, tmp_path: Path) -> Path:
@@ -37,8 +37,7 @@ def _copy_run(case: str, tmp_path: Path) -> Path:
 
 def _assert_tensors_as_the_old_code(run: Path, case: str, ref: dict) -> dict:
     """Check the resumed run against the old code's result on this kind of CPU; returns that result."""
-    nets, _ = read_models(latest_checkpoint(run))
-    flat = {f"{net}.{k}": v for net, sd in nets.items() for k, v in sd.items()}
+    flat = network_tensors(run)
     got = {k: tensor_sha256(v) for k, v in flat.items()}
     got["stats"] = tensor_sha256(read_state(latest_checkpoint(run))["stats"])  # the saved loss-buffer layout
     assert sorted(got) == sorted(ref["tensors"])
@@ -72,8 +71,7 @@ def test_old_checkpoint_resumes_bit_exactly(case, tmp_path, one_thread):
     tr.fit()
     assert tr.step == ref["step"] == FULL
     match = _assert_tensors_as_the_old_code(run, case, ref)
-    logged = [{k: r[k] for k in r if k not in ("time", "step_time_ms", "images_per_s")}
-              for r in tr.history if "d_loss" in r and r["step"] > PART]
+    logged = logged_losses(tr.history)
     if match is not None:
         assert logged == match["logged"]
     else:
