@@ -405,8 +405,8 @@ def verdict(summary: dict) -> dict:
     Args:
         summary: setting -> metric -> :func:`mean_se`.
     """
-    if "adaptive" not in summary:
-        return {}
+    if "adaptive" not in summary or len(summary) < 2:
+        return {}                                     # nothing to compare with
     out = {}
     for metric, lower in LOWER_IS_BETTER.items():
         fixed = {k: v[metric]["mean"] for k, v in summary.items() if k != "adaptive"}

@@ -18,6 +18,15 @@ Ops (names as in ``TrainConfig.augment``):
 - ``rot90``: rotation by k * 90 degrees, k uniform in 0..3 (square images).
 - ``scale``: isotropic zoom by U(0.9, 1.1) about the centre (bilinear
   ``grid_sample``, zero fill).
+- ``shift``: integer shift of up to 1/8 of each side, like ``translation``
+  but filled by reflecting the image at its border (as in ADA), so no
+  constant band appears (a zero band is mid-grey in [-1, 1]).
+- ``rotate``: rotation by U(-15, 15) degrees about the centre (bilinear
+  ``grid_sample``, reflection fill).
+
+``shift`` and ``rotate`` change images the way real samples of a class vary
+(position, slant) and add no colour or shape that no real image has; they are
+the policy to try first for ADA on little data.
 
 :class:`AdaptiveAugment` holds an adaptive probability (ADA): a device tensor
 steered by D's overfitting signal, passed to :func:`augment` as ``p``.
@@ -36,6 +45,7 @@ from .errors import ConfigError
 TRANSLATION_RATIO = 0.125   # largest shift, as a fraction of the side
 CUTOUT_RATIO = 0.5          # side of the cut-out square, as a fraction of the side
 SCALE_RANGE = (0.9, 1.1)    # zoom factors for "scale"
+ROTATE_DEGREES = 15.0       # largest angle of "rotate"
 
 
 def parse_policy(policy: Union[str, Sequence[str], None]) -> list[str]:
@@ -94,6 +104,10 @@ def augment(x: torch.Tensor, policy: Union[str, Sequence[str], None],
             y = x.flip(3)
         elif name == "rot90":
             y = _rot90(x, generator)
+        elif name == "shift":
+            y = _shift(x, generator)
+        elif name == "rotate":
+            y = _rotate(x, generator)
         else:  # scale
             y = _scale(x, generator)
         x = torch.where(apply, y, x)
@@ -130,6 +144,25 @@ def _translation(x: torch.Tensor, gen: Optional[torch.Generator]) -> torch.Tenso
     return xp[bi, iy, ix].permute(0, 3, 1, 2)                # (B, C, H, W)
 
 
+def _shift(x: torch.Tensor, gen: Optional[torch.Generator]) -> torch.Tensor:
+    b, _, h, w = x.shape
+    sh, sw = int(h * TRANSLATION_RATIO + 0.5), int(w * TRANSLATION_RATIO + 0.5)
+    ty = torch.randint(-sh, sh + 1, (b, 1, 1), generator=gen, device=x.device)
+    tx = torch.randint(-sw, sw + 1, (b, 1, 1), generator=gen, device=x.device)
+    # Output pixel (i, j) reads input (i - ty, j - tx), an index outside the image reflected back
+    # into it (-1 -> 1, h -> h - 2); a shift of at most h / 8 needs one reflection.
+    iy = _reflect(torch.arange(h, device=x.device).view(1, h, 1) - ty, h)             # (B, H, 1)
+    ix = _reflect(torch.arange(w, device=x.device).view(1, 1, w) - tx, w)             # (B, 1, W)
+    bi = torch.arange(b, device=x.device).view(b, 1, 1)                              # (B, 1, 1)
+    return x.permute(0, 2, 3, 1)[bi, iy, ix].permute(0, 3, 1, 2)                     # (B, C, H, W)
+
+
+def _reflect(i: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices reflected into [0, n) about the first and last pixel (one reflection, n >= 2)."""
+    i = torch.where(i < 0, -i, i)
+    return torch.where(i > n - 1, 2 * (n - 1) - i, i).clamp(0, n - 1)
+
+
 def _cutout(x: torch.Tensor, gen: Optional[torch.Generator]) -> torch.Tensor:
     b, _, h, w = x.shape
     ch, cw = int(h * CUTOUT_RATIO + 0.5), int(w * CUTOUT_RATIO + 0.5)
@@ -161,6 +194,20 @@ def _scale(x: torch.Tensor, gen: Optional[torch.Generator]) -> torch.Tensor:
     theta[:, 1, 1] = 1.0 / s
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)          # (B, H, W, 2)
     return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="zeros",
+                         align_corners=False)
+
+
+def _rotate(x: torch.Tensor, gen: Optional[torch.Generator]) -> torch.Tensor:
+    b, _, h, w = x.shape
+    a = torch.rand(b, generator=gen, device=x.device, dtype=torch.float32)
+    a = (a * 2 - 1) * (ROTATE_DEGREES * torch.pi / 180)
+    cos, sin = a.cos(), a.sin()
+    theta = torch.zeros(b, 2, 3, device=x.device, dtype=torch.float32)
+    # affine_grid works in [-1, 1] on both axes; the aspect ratio keeps the rotation rigid on non-square images
+    theta[:, 0, 0], theta[:, 0, 1] = cos, -sin * (h / w)
+    theta[:, 1, 0], theta[:, 1, 1] = sin * (w / h), cos
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)          # (B, H, W, 2)
+    return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="reflection",
                          align_corners=False)
 
 

@@ -22,7 +22,7 @@ LOSSES = ("ns", "lsgan", "hinge", "wgan")
 MODES = ("eager", "compile", "graph", "fast")
 AMPS = ("none", "bf16", "fp16")
 RESOLUTIONS = (16, 32, 64, 128)
-AUGMENTS = ("color", "translation", "cutout", "flip", "rot90", "scale")
+AUGMENTS = ("color", "translation", "cutout", "flip", "rot90", "scale", "shift", "rotate")
 BUILTIN_DATASETS = ("digits", "digits_vectors", "stacked_digits", "grid25", "ring8")
 POINT_DATASETS = ("grid25", "ring8")
 
@@ -116,7 +116,8 @@ class TrainConfig:
     ema_decay: Optional[float] = _field(None, "decay of the generator's exponential moving average (0 = no "
                                         "EMA); ``None``: 0.999 for images, 0.99 for 2-D data.")
     augment: str = _field("", "comma-separated differentiable augmentations applied to real and fake images "
-                          "before D: color, translation, cutout, flip, rot90, scale (empty = none).")
+                          "before D: color, translation, cutout, flip, rot90, scale, shift, rotate (empty = none; "
+                          "fastgan.augment describes each).")
     augment_p: float = _field(1.0, "probability of applying each augmentation to each image (with "
                               "``ada_target > 0`` it is adaptive instead and starts at 0).")
     ada_target: float = _field(0.0, "adaptive augmentation (ADA, Karras et al. 2020): the probability of "

@@ -34,3 +34,16 @@ def test_a_run_stopped_by_a_signal_ends_the_experiment():
     assert apps.fit_to_end(done) is done
     with pytest.raises(SystemExit, match=r"stopped at step 7 of 10 \(SIGTERM\); rerun the command"):
         apps.fit_to_end(FakeTrainer(reach=7, stopped_by="SIGTERM"))
+
+
+def test_the_ada_verdict_compares_adaptive_with_the_best_other_setting_per_metric():
+    apps = _load()
+    m = lambda kl, fd, pfd, cl=10: {"classes_reverse_kl": {"mean": kl}, "fd": {"mean": fd},
+                                    "pixel_fd": {"mean": pfd}, "classes": {"mean": cl}}
+    v = apps.verdict({"none": m(0.02, 0.60, 60.0), "fixed_p0.25": m(0.01, 0.70, 65.0, 9),
+                      "adaptive": m(0.01, 0.55, 61.0)})
+    assert v["classes_reverse_kl"]["adaptive"] == "equal" and v["classes_reverse_kl"]["best_other"] == "fixed_p0.25"
+    assert v["fd"]["adaptive"] == "better" and v["fd"]["best_other"] == "none"
+    assert v["pixel_fd"]["adaptive"] == "worse" and v["classes"]["adaptive"] == "equal"
+    assert apps.verdict({"adaptive": m(0.01, 0.5, 60.0)}) == {}      # adaptive alone: nothing to compare
+    assert apps.verdict({"none": m(0.01, 0.5, 60.0)}) == {}

@@ -101,6 +101,41 @@ def test_translation_is_a_zero_filled_integer_shift():
         assert found, i
 
 
+def test_shift_is_an_integer_shift_filled_by_reflection():
+    x = images(b=16, c=2, s=16)
+    out = augment(x, "shift", 1.0, gen())
+    xp = F.pad(x, (2, 2, 2, 2), mode="reflect")             # 16 / 8 = 2 pixels at most
+    shifts = set()
+    for i in range(16):
+        match = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                 if torch.equal(out[i], xp[i, :, 2 - dy:18 - dy, 2 - dx:18 - dx])]
+        assert len(match) == 1, i
+        shifts.add(match[0])
+    assert len(shifts) >= 6
+    # a non-square image is shifted by up to 1/8 of each side: 1 row, 4 columns here
+    wide = images(b=32, c=1, s=8).repeat(1, 1, 1, 4)[:, :, :, :32]
+    out = augment(wide, "shift", 1.0, gen(1))
+    wp = F.pad(wide, (4, 4, 1, 1), mode="reflect")
+    for i in range(32):
+        assert any(torch.equal(out[i], wp[i, :, 1 - dy:9 - dy, 4 - dx:36 - dx])
+                   for dy in range(-1, 2) for dx in range(-4, 5)), i
+
+
+def test_rotate_turns_a_line_by_at_most_15_degrees_and_fills_by_reflection():
+    torch.testing.assert_close(augment(torch.full((8, 1, 12, 12), 0.3), "rotate", 1.0, gen()),
+                               torch.full((8, 1, 12, 12), 0.3))       # no zero band at the corners
+    line = torch.zeros(64, 1, 33, 33)
+    line[..., 16, :] = 1.0                                    # a horizontal line through the centre
+    out = augment(line, "rotate", 1.0, gen())
+    torch.testing.assert_close(out[..., 16, 16], torch.ones(64, 1), atol=1e-5, rtol=0)   # the centre stays
+    cols = torch.arange(33.0) - 16
+    rows = (out[:, 0] * (torch.arange(33.0) - 16).view(33, 1)).sum(1) / out[:, 0].sum(1).clamp(min=1e-6)  # (64, 33)
+    inner = cols.abs() <= 8                                   # away from the reflected border
+    slope = (rows[:, inner] * cols[inner]).sum(1) / cols[inner].square().sum()
+    angle = torch.rad2deg(torch.atan(slope)).abs()
+    assert angle.max() <= 15.5 and angle.max() > 10 and angle.min() < 3
+
+
 def test_cutout_zeroes_one_square_of_half_the_side():
     x = images(b=16, c=3, s=16) + 2.0
     out = augment(x, "cutout", 1.0, gen())

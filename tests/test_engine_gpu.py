@@ -103,7 +103,7 @@ def test_graph_follows_the_lr_decay_like_eager(tmp_path, images, deterministic):
 
 def test_graph_mode_with_every_augmentation_trains(tmp_path, images):
     tr = Trainer(_cfg(tmp_path / "r", mode="graph", amp=_amp_or_skip("bf16"),
-                      augment="color,translation,cutout,flip,rot90,scale", augment_p=0.5), data=images)
+                      augment="color,translation,cutout,flip,rot90,scale,shift,rotate", augment_p=0.5), data=images)
     tr.run_steps(8)
     assert tr.engine.graphs_captured == 1
     assert torch.isfinite(tr.stats.buffer).all() and tr.stats["_n_train"].item() == 8

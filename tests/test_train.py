@@ -97,7 +97,7 @@ def _unlabelled_folder(tmp_path):
 
 @pytest.mark.parametrize("kw", [dict(loss="lsgan"), dict(loss="hinge", n_critic=2),
                                 dict(loss="wgan", gp_weight=10.0), dict(r1_gamma=1.0, r1_every=2),
-                                dict(augment="color,translation,cutout,flip,rot90,scale", augment_p=0.5),
+                                dict(augment="color,translation,cutout,flip,rot90,scale,shift,rotate", augment_p=0.5),
                                 dict(spectral_norm=True, pack=2, mbstd=True), dict(ema_decay=0.0)])
 def test_every_loss_and_option_trains(tmp_path, kw):
     tr = Trainer(tiny_images(tmp_path / "run", **kw))
