@@ -308,7 +308,11 @@ def run_ada(args) -> dict:
             tag += f"-{args.augment.replace(',', '+')}" if fields and args.augment != AUGMENT else ""
             out = Path(args.work) / f"ada-{name}{tag}-s{s}"
             cached = out / "applications-eval.json"
-            if cached.is_file() and json.loads(cached.read_text()).get("steps") == args.steps:
+            done = json.loads(cached.read_text()).get("steps", 0) if cached.is_file() else 0
+            if done > args.steps:
+                raise SystemExit(f"{out} was trained for {done:,} steps, more than --steps {args.steps:,}; "
+                                 "give another --work")
+            if done == args.steps:
                 row = json.loads(cached.read_text())
             else:
                 if "ada_target" in fields:

@@ -47,3 +47,13 @@ def test_the_ada_verdict_compares_adaptive_with_the_best_other_setting_per_metri
     assert v["pixel_fd"]["adaptive"] == "worse" and v["classes"]["adaptive"] == "equal"
     assert apps.verdict({"adaptive": m(0.01, 0.5, 60.0)}) == {}      # adaptive alone: nothing to compare
     assert apps.verdict({"none": m(0.01, 0.5, 60.0)}) == {}
+
+
+def test_ada_refuses_a_run_folder_trained_for_more_steps_than_asked(tmp_path):
+    apps = _load()
+    (tmp_path / "ada-none-s0").mkdir()
+    (tmp_path / "ada-none-s0" / "applications-eval.json").write_text('{"seed": 0, "steps": 10000}\n')
+    args = SimpleNamespace(recipe="digits", settings=["none"], augment=apps.AUGMENT, first_seed=0, seeds=1,
+                           per_class=18, work=str(tmp_path), ada_target=0.6, ada_kimg=20.0, steps=5000)
+    with pytest.raises(SystemExit, match="trained for 10,000 steps, more than --steps 5,000"):
+        apps.run_ada(args)
