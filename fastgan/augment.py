@@ -285,3 +285,18 @@ class AdaptiveAugment:
         self.p.copy_(state[0])
         self.signal.copy_(state[1])
         self._sums.copy_(state[2:])
+
+    def load_states(self, states: Sequence[torch.Tensor], keep_sums: bool) -> None:
+        """Restore from every process's :meth:`state` of a run saved with another number of processes.
+
+        ``p`` and the signal are alike on every process of a run (each update sums the signal over all of
+        them); the running sums since the last update are not. One process takes them all, so that the
+        next update counts every saved logit once.
+
+        Args:
+            states: the saved processes' (4,) states, in rank order.
+            keep_sums: this process takes the sums (rank 0); the others start from none.
+        """
+        self.load_state(states[0])
+        sums = torch.stack([torch.as_tensor(s, dtype=torch.float32)[2:] for s in states]).sum(0)
+        self._sums.copy_(sums if keep_sums else torch.zeros_like(sums))

@@ -133,6 +133,28 @@ def test_resume_with_ada_is_bit_exact(tmp_path, one_thread):
     assert logged == [h["augment_p"] for h in full.history if "augment_p" in h]
 
 
+def test_a_run_saved_by_two_processes_resumed_on_one_counts_both_running_sums(tmp_path, one_thread):
+    kw = dict(steps=8, ada_interval=3, ada_kimg=0.05, ckpt_every=0, **ADA)
+    saved = Trainer(tiny_images(tmp_path / "a", **kw))
+    saved.fit(5)                                    # steps 4-5 observed since the update at step 3
+    ckpt = tmp_path / "a" / "checkpoints" / "step_00000005"
+    state = torch.load(ckpt / "state.pt", weights_only=True)
+    assert state["ada"][3] > 0                      # running sums to carry over
+    other = {k: state[k] for k in ("torch_rng", "stats", "gen_state", "ema_t")}
+    other["ada"] = state["ada"].clone()
+    other["ada"][2:] = torch.tensor([-3.0, 10.0])   # the second process's own sums
+    state.update(world_size=2, shards=2, other_ranks=[other])   # as two processes would have saved it
+    torch.save(state, ckpt / "state.pt")
+    one = Trainer(tiny_images(tmp_path / "b", **kw))
+    with pytest.warns(UserWarning, match="random streams restart"):
+        one.load_checkpoint(ckpt)
+    assert one.step == 5 and float(one.ada.p) == float(state["ada"][0]) > 0
+    torch.testing.assert_close(one.ada.state()[2:], state["ada"][2:] + torch.tensor([-3.0, 10.0]), rtol=0, atol=0)
+    ada = AdaptiveAugment(0.6, interval=1, batch_size=10, kimg=0.1)
+    ada.load_states([state["ada"], other["ada"]], keep_sums=False)   # any rank but 0 starts from none
+    assert float(ada.p) == float(state["ada"][0]) and torch.equal(ada.state()[2:], torch.zeros(2))
+
+
 def test_ada_config_checks(tmp_path):
     with pytest.raises(ConfigError, match="give augmentations too"):
         tiny_images(tmp_path, ada_target=0.6).validate()

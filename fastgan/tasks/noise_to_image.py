@@ -298,7 +298,12 @@ class NoiseToImage(Task):
                 g.set_state(state[f"gen_state.{i}"])
         self.ema_t.copy_(state["ema_t"])
         if self.ada is not None:
-            self.ada.load_state(state["ada"])
+            par = self.engine.parallel
+            if (int(state.get("world_size", 1)), int(state.get("shards", 1))) == (par.world_size, par.shards):
+                self.ada.load_state(state["ada"])
+            else:  # saved by another number of processes: rank 0 carries their running sums, as the loop's stats
+                self.ada.load_states([state["ada"], *(r["ada"] for r in state.get("other_ranks", []))],
+                                     keep_sums=par.rank == 0)
         self._ema_stats_stale = False
 
     def before_checkpoint(self) -> None:
