@@ -131,30 +131,26 @@ def _color(x: torch.Tensor, gen: Optional[torch.Generator]) -> torch.Tensor:
 
 
 def _translation(x: torch.Tensor, gen: Optional[torch.Generator]) -> torch.Tensor:
-    b, _, h, w = x.shape
-    sh, sw = int(h * TRANSLATION_RATIO + 0.5), int(w * TRANSLATION_RATIO + 0.5)
-    ty = torch.randint(-sh, sh + 1, (b, 1, 1), generator=gen, device=x.device)
-    tx = torch.randint(-sw, sw + 1, (b, 1, 1), generator=gen, device=x.device)
-    # Output pixel (i, j) reads input (i - ty, j - tx) from a copy padded with one
-    # zero row/column on each side; indices outside the image land on the padding.
-    iy = (torch.arange(h, device=x.device).view(1, h, 1) - ty + 1).clamp(0, h + 1)   # (B, H, 1)
-    ix = (torch.arange(w, device=x.device).view(1, 1, w) - tx + 1).clamp(0, w + 1)   # (B, 1, W)
-    bi = torch.arange(b, device=x.device).view(b, 1, 1)                              # (B, 1, 1)
-    xp = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1)          # (B, H+2, W+2, C)
-    return xp[bi, iy, ix].permute(0, 3, 1, 2)                # (B, C, H, W)
+    # out-of-image indices land on a zero row/column padded on each side
+    return _integer_shift(F.pad(x, (1, 1, 1, 1)), x.shape, gen, lambda i, n: (i + 1).clamp(0, n + 1))
 
 
 def _shift(x: torch.Tensor, gen: Optional[torch.Generator]) -> torch.Tensor:
-    b, _, h, w = x.shape
+    return _integer_shift(x, x.shape, gen, _reflect)
+
+
+def _integer_shift(src: torch.Tensor, shape: torch.Size, gen: Optional[torch.Generator],
+                   index: Callable[[torch.Tensor, int], torch.Tensor]) -> torch.Tensor:
+    """Shift each image by up to 1/8 of each side: output pixel (i, j) reads ``src`` at
+    ``index(i - ty, h)``, ``index(j - tx, w)``, which maps indices outside the image into ``src``."""
+    b, _, h, w = shape
     sh, sw = int(h * TRANSLATION_RATIO + 0.5), int(w * TRANSLATION_RATIO + 0.5)
-    ty = torch.randint(-sh, sh + 1, (b, 1, 1), generator=gen, device=x.device)
-    tx = torch.randint(-sw, sw + 1, (b, 1, 1), generator=gen, device=x.device)
-    # Output pixel (i, j) reads input (i - ty, j - tx), an index outside the image reflected back
-    # into it (-1 -> 1, h -> h - 2); a shift of at most h / 8 needs one reflection.
-    iy = _reflect(torch.arange(h, device=x.device).view(1, h, 1) - ty, h)             # (B, H, 1)
-    ix = _reflect(torch.arange(w, device=x.device).view(1, 1, w) - tx, w)             # (B, 1, W)
-    bi = torch.arange(b, device=x.device).view(b, 1, 1)                              # (B, 1, 1)
-    return x.permute(0, 2, 3, 1)[bi, iy, ix].permute(0, 3, 1, 2)                     # (B, C, H, W)
+    ty = torch.randint(-sh, sh + 1, (b, 1, 1), generator=gen, device=src.device)
+    tx = torch.randint(-sw, sw + 1, (b, 1, 1), generator=gen, device=src.device)
+    iy = index(torch.arange(h, device=src.device).view(1, h, 1) - ty, h)             # (B, H, 1)
+    ix = index(torch.arange(w, device=src.device).view(1, 1, w) - tx, w)             # (B, 1, W)
+    bi = torch.arange(b, device=src.device).view(b, 1, 1)                            # (B, 1, 1)
+    return src.permute(0, 2, 3, 1)[bi, iy, ix].permute(0, 3, 1, 2)                   # (B, C, H, W)
 
 
 def _reflect(i: torch.Tensor, n: int) -> torch.Tensor:
@@ -186,15 +182,12 @@ def _rot90(x: torch.Tensor, gen: Optional[torch.Generator]) -> torch.Tensor:
 
 
 def _scale(x: torch.Tensor, gen: Optional[torch.Generator]) -> torch.Tensor:
-    b = x.shape[0]
     lo, hi = SCALE_RANGE
-    s = lo + (hi - lo) * torch.rand(b, generator=gen, device=x.device, dtype=torch.float32)
-    theta = torch.zeros(b, 2, 3, device=x.device, dtype=torch.float32)
+    s = lo + (hi - lo) * torch.rand(x.shape[0], generator=gen, device=x.device, dtype=torch.float32)
+    theta = torch.zeros(x.shape[0], 2, 3, device=x.device, dtype=torch.float32)
     theta[:, 0, 0] = 1.0 / s                 # output coordinate u reads input u / s: zoom by s
     theta[:, 1, 1] = 1.0 / s
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)          # (B, H, W, 2)
-    return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="zeros",
-                         align_corners=False)
+    return _warp(x, theta, "zeros")
 
 
 def _rotate(x: torch.Tensor, gen: Optional[torch.Generator]) -> torch.Tensor:
@@ -206,9 +199,13 @@ def _rotate(x: torch.Tensor, gen: Optional[torch.Generator]) -> torch.Tensor:
     # affine_grid works in [-1, 1] on both axes; the aspect ratio keeps the rotation rigid on non-square images
     theta[:, 0, 0], theta[:, 0, 1] = cos, -sin * (h / w)
     theta[:, 1, 0], theta[:, 1, 1] = sin * (w / h), cos
+    return _warp(x, theta, "reflection")
+
+
+def _warp(x: torch.Tensor, theta: torch.Tensor, padding: str) -> torch.Tensor:
+    """Resample each image by its (2, 3) affine ``theta`` (bilinear; ``padding``: grid_sample's fill)."""
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)          # (B, H, W, 2)
-    return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="reflection",
-                         align_corners=False)
+    return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode=padding, align_corners=False)
 
 
 # ---------------------------------------------------------------------------- adaptive probability (ADA)

@@ -127,6 +127,14 @@ class Parallel:
         """Shards the global batch is cut into: world size x shards per process."""
         return self.world_size * self.shards_per_rank
 
+    def saved_alike(self, state: dict) -> bool:
+        """Whether a checkpoint's training state was saved by as many processes and batch shards as this run has.
+
+        Args:
+            state: the training state (``world_size`` and ``shards`` are absent from a one-shard run's).
+        """
+        return (int(state.get("world_size", 1)), int(state.get("shards", 1))) == (self.world_size, self.shards)
+
     def local_shards(self) -> list[int]:
         """The indices of the shards this process draws."""
         k = self.shards_per_rank

@@ -161,9 +161,9 @@ class CheckpointLoop:
 
     def _own_rank_state(self, state: dict) -> Optional[dict]:
         """This rank's saved state when the checkpoint has the same layout of shards, else ``None`` (and a warning)."""
-        world, shards = int(state.get("world_size", 1)), int(state.get("shards", 1))
-        if (world, shards) == (self.parallel.world_size, self.parallel.shards):
+        if self.parallel.saved_alike(state):
             return state if self.parallel.rank == 0 else state["other_ranks"][self.parallel.rank - 1]
+        world, shards = int(state.get("world_size", 1)), int(state.get("shards", 1))
         if self.writes:
             warnings.warn(f"resuming a run of {world} process(es) ({shards} batch shards) on "
                           f"{self.parallel.world_size} ({self.parallel.shards}): weights, optimisers and step carry "

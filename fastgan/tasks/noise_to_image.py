@@ -299,11 +299,11 @@ class NoiseToImage(Task):
         self.ema_t.copy_(state["ema_t"])
         if self.ada is not None:
             par = self.engine.parallel
-            if (int(state.get("world_size", 1)), int(state.get("shards", 1))) == (par.world_size, par.shards):
+            if par.saved_alike(state):
                 self.ada.load_state(state["ada"])
             else:  # saved by another number of processes: rank 0 carries their running sums, as the loop's stats
                 self.ada.load_states([state["ada"], *(r["ada"] for r in state.get("other_ranks", []))],
-                                     keep_sums=par.rank == 0)
+                                     keep_sums=par.writes)
         self._ema_stats_stale = False
 
     def before_checkpoint(self) -> None:
