@@ -308,13 +308,12 @@ def run_ada(args) -> dict:
             tag += f"-{args.augment.replace(',', '+')}" if fields and args.augment != AUGMENT else ""
             out = Path(args.work) / f"ada-{name}{tag}-s{s}"
             cached = out / "applications-eval.json"
-            done = json.loads(cached.read_text()).get("steps", 0) if cached.is_file() else 0
+            row = json.loads(cached.read_text()) if cached.is_file() else {}
+            done = row.get("steps", 0)
             if done > args.steps:
                 raise SystemExit(f"{out} was trained for {done:,} steps, more than --steps {args.steps:,}; "
                                  "give another --work")
-            if done == args.steps:
-                row = json.loads(cached.read_text())
-            else:
+            if done != args.steps:
                 if "ada_target" in fields:
                     fields = {**fields, "ada_target": args.ada_target, "ada_kimg": args.ada_kimg}
                 tr = train_gan(out, d16.images[idx], None, steps=args.steps, conditional=False, seed=s,

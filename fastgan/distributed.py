@@ -135,6 +135,16 @@ class Parallel:
         """
         return (int(state.get("world_size", 1)), int(state.get("shards", 1))) == (self.world_size, self.shards)
 
+    @staticmethod
+    def saved_per_rank(state: dict, key: str) -> list:
+        """``state[key]`` of every process that saved a checkpoint, in rank order (rank 0's is at the top level).
+
+        Args:
+            state: the checkpoint's full training state.
+            key: a per-process entry, such as the unlogged loss sums.
+        """
+        return [state[key], *(r[key] for r in state.get("other_ranks", []))]
+
     def local_shards(self) -> list[int]:
         """The indices of the shards this process draws."""
         k = self.shards_per_rank

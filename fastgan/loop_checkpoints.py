@@ -145,7 +145,7 @@ class CheckpointLoop:
                 torch.set_rng_state(own["torch_rng"])
             else:  # another world size: the streams restart, rank 0 carries every rank's unlogged sums
                 self.engine.restart_streams(int(state["step"]))
-                sums = [state["stats"], *(r["stats"] for r in state.get("other_ranks", []))]
+                sums = self.parallel.saved_per_rank(state, "stats")
                 self.stats.buffer.copy_(torch.stack(sums).sum(0) if self.writes else torch.zeros_like(sums[0]))
             step = int(state["step"])
             history = json.loads(state.get("history", "[]"))

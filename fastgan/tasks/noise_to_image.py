@@ -302,8 +302,7 @@ class NoiseToImage(Task):
             if par.saved_alike(state):
                 self.ada.load_state(state["ada"])
             else:  # saved by another number of processes: rank 0 carries their running sums, as the loop's stats
-                self.ada.load_states([state["ada"], *(r["ada"] for r in state.get("other_ranks", []))],
-                                     keep_sums=par.writes)
+                self.ada.load_states(par.saved_per_rank(state, "ada"), keep_sums=par.writes)
         self._ema_stats_stale = False
 
     def before_checkpoint(self) -> None:
